@@ -1,0 +1,19 @@
+"""Exceptions that reach the user as a one-line message naming the culprit (file, line, layer)."""
+
+from __future__ import annotations
+
+
+class PixsentError(Exception):
+    """Base of every error pixsent reports to the user without a traceback."""
+
+
+class FormatError(PixsentError):
+    """A Caffe file (prototxt, caffemodel, binaryproto, solverstate, LMDB) is malformed."""
+
+
+class NetError(PixsentError):
+    """A network definition cannot be built or weights do not fit it."""
+
+
+class DataError(PixsentError):
+    """Input data (image lists, images, split files) is missing or malformed."""

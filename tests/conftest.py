@@ -1,0 +1,29 @@
+"""Shared fixtures: where the golden files made by real BVLC Caffe live, and temp dirs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("PIXSENT_SHARED", REPO.parent / "shared"))
+GOLDEN = SHARED / "golden"
+SHARED_DATA = SHARED / "data"
+
+
+@pytest.fixture(scope="session")
+def golden() -> Path:
+    """Folder of files written by real BVLC Caffe (see ../shared/golden/README.md)."""
+    if not GOLDEN.is_dir():
+        pytest.skip(f"golden files not found at {GOLDEN} (set PIXSENT_SHARED)")
+    return GOLDEN
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The paper's split files and the ILSVRC mean (../shared/data)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA} (set PIXSENT_SHARED)")
+    return SHARED_DATA
