@@ -1,0 +1,433 @@
+"""Net surgery: every InnerProduct layer of a deploy net becomes a Convolution (the paper's Figure 7).
+
+An InnerProduct layer flattens its C x H x W input in C-order and multiplies by a (out, C*H*W) matrix, so the
+same numbers reshaped to (out, C, H, W) form a convolution with an H x W kernel that gives the identical
+result at the original input size and slides over a larger input (Caffe's net_surgery example does the
+same with `.flat` copies). The new layers and their top blobs are named ``<name>-conv``, as in the released
+``sentiment_fully_conv_deploy.prototxt`` (fc6-conv, fc7-conv, fc8_twitter-conv).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from google.protobuf import text_format
+
+from pixsent.caffe.proto import caffe_pb2
+from pixsent.errors import FormatError, NetError
+
+Shape = tuple[int, ...]
+SUFFIX = "-conv"
+
+
+# --------------------------------------------------------------------------------------------- file I/O
+
+
+def read_net(path: str | Path) -> caffe_pb2.NetParameter:
+    """Read a prototxt (text NetParameter); pixsent.formats is used where present (V0/V1 upgrade)."""
+    try:
+        from pixsent.formats.prototxt import read_net as formats_read_net  # type: ignore
+
+        return formats_read_net(path)
+    except ImportError:
+        pass
+    net = caffe_pb2.NetParameter()
+    try:
+        text_format.Parse(Path(path).read_text(), net)
+    except text_format.ParseError as exc:
+        raise FormatError(f"{path}: not a NetParameter prototxt: {exc}") from None
+    return net
+
+
+def read_weights(path: str | Path) -> caffe_pb2.NetParameter:
+    """Read a binary caffemodel as it is stored (V1 `layers` or current `layer`)."""
+    net = caffe_pb2.NetParameter()
+    try:
+        net.ParseFromString(Path(path).read_bytes())
+    except Exception as exc:  # protobuf raises DecodeError subclasses of Exception
+        raise FormatError(f"{path}: not a binary caffemodel: {exc}") from None
+    return net
+
+
+def _atomic_write(path: str | Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder and rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_prototxt(path: str | Path, net: caffe_pb2.NetParameter, header: str = "") -> None:
+    """Write a NetParameter as Caffe prototxt text (atomic)."""
+    text = "".join(f"# {line}\n" for line in header.splitlines()) + text_format.MessageToString(net)
+    _atomic_write(path, text.encode())
+
+
+def write_caffemodel(path: str | Path, net: caffe_pb2.NetParameter) -> None:
+    """Write a NetParameter as a binary caffemodel (atomic)."""
+    _atomic_write(path, net.SerializeToString())
+
+
+def blob_array(blob: caffe_pb2.BlobProto) -> np.ndarray:
+    """A BlobProto's values as float32 numpy, shaped by ``shape`` or the legacy num/channels/height/width."""
+    values = blob.data if len(blob.data) else blob.double_data
+    if len(blob.shape.dim):
+        shape = tuple(blob.shape.dim)
+    else:
+        shape = (blob.num, blob.channels, blob.height, blob.width)
+    arr = np.asarray(values, dtype=np.float32)
+    if arr.size != math.prod(shape):
+        raise FormatError(f"blob of shape {shape} holds {arr.size} values")
+    return arr.reshape(shape)
+
+
+def array_blob(arr: np.ndarray) -> caffe_pb2.BlobProto:
+    """A float32 BlobProto with the current ``shape`` field (what Caffe 1.0 writes)."""
+    blob = caffe_pb2.BlobProto()
+    blob.shape.dim.extend(int(d) for d in arr.shape)
+    blob.data.extend(np.ascontiguousarray(arr, dtype=np.float32).ravel().tolist())
+    return blob
+
+
+def weight_blobs(weights: caffe_pb2.NetParameter) -> dict[str, list[np.ndarray]]:
+    """Layer name -> parameter arrays, from a caffemodel in the current or the V1 format."""
+    out: dict[str, list[np.ndarray]] = {}
+    for layer in list(weights.layer) + list(weights.layers):
+        if len(layer.blobs):
+            out[layer.name] = [blob_array(b) for b in layer.blobs]
+    return out
+
+
+# ------------------------------------------------------------------------------------- shape calculator
+
+
+def _pair(conv_like, name: str, default: int) -> tuple[int, int]:
+    """(h, w) of a Convolution/Pooling field given as `name`, `name_h`/`name_w` or repeated."""
+    h, w = getattr(conv_like, f"{name}_h", 0), getattr(conv_like, f"{name}_w", 0)
+    if h or w:
+        return int(h), int(w)
+    value = getattr(conv_like, name)
+    if isinstance(value, int):
+        return (value, value) if conv_like.HasField(name) else (default, default)
+    values = list(value)
+    if not values:
+        return default, default
+    return (values[0], values[-1]) if len(values) <= 2 else (values[0], values[1])
+
+
+def _conv_shape(layer: caffe_pb2.LayerParameter, bottoms: list[Shape]) -> list[Shape]:
+    p = layer.convolution_param
+    n, _c, h, w = bottoms[0]
+    kh, kw = _pair(p, "kernel_size", 0)
+    sh, sw = _pair(p, "stride", 1)
+    ph, pw = _pair(p, "pad", 0)
+    dh, dw = _pair(p, "dilation", 1)
+    oh = (h + 2 * ph - (dh * (kh - 1) + 1)) // sh + 1
+    ow = (w + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1
+    return [(n, p.num_output, oh, ow)]
+
+
+def _pool_shape(layer: caffe_pb2.LayerParameter, bottoms: list[Shape]) -> list[Shape]:
+    """Caffe rounds up (round_mode CEIL) and drops a last window that would start inside the padding."""
+    p = layer.pooling_param
+    n, c, h, w = bottoms[0]
+    if p.global_pooling:
+        return [(n, c, 1, 1)]
+    kh, kw = (p.kernel_h, p.kernel_w) if p.kernel_h else (p.kernel_size, p.kernel_size)
+    sh, sw = (p.stride_h, p.stride_w) if p.stride_h else (p.stride, p.stride)
+    ph, pw = (p.pad_h, p.pad_w) if p.pad_h or p.pad_w else (p.pad, p.pad)
+    rnd = math.floor if p.round_mode == caffe_pb2.PoolingParameter.FLOOR else math.ceil
+    oh = int(rnd((h + 2 * ph - kh) / sh)) + 1
+    ow = int(rnd((w + 2 * pw - kw) / sw)) + 1
+    if ph and (oh - 1) * sh >= h + ph:
+        oh -= 1
+    if pw and (ow - 1) * sw >= w + pw:
+        ow -= 1
+    return [(n, c, oh, ow)]
+
+
+def _ip_shape(layer: caffe_pb2.LayerParameter, bottoms: list[Shape]) -> list[Shape]:
+    axis = layer.inner_product_param.axis
+    return [tuple(bottoms[0][:axis]) + (layer.inner_product_param.num_output,)]
+
+
+def _input_shape(layer: caffe_pb2.LayerParameter, bottoms: list[Shape]) -> list[Shape]:
+    shapes = [tuple(s.dim) for s in layer.input_param.shape]
+    if len(shapes) == 1:
+        shapes = shapes * len(layer.top)
+    return shapes
+
+
+def _same_shape(layer: caffe_pb2.LayerParameter, bottoms: list[Shape]) -> list[Shape]:
+    return [bottoms[0]] * max(1, len(layer.top))
+
+
+def _concat_shape(layer: caffe_pb2.LayerParameter, bottoms: list[Shape]) -> list[Shape]:
+    axis = layer.concat_param.axis
+    out = list(bottoms[0])
+    out[axis] = sum(b[axis] for b in bottoms)
+    return [tuple(out)]
+
+
+def _flatten_shape(layer: caffe_pb2.LayerParameter, bottoms: list[Shape]) -> list[Shape]:
+    return [(bottoms[0][0], math.prod(bottoms[0][1:]))]
+
+
+#: Caffe layer type -> top shapes from bottom shapes (what surgery needs to find each kernel size).
+SHAPE_RULES: dict[str, Callable[[caffe_pb2.LayerParameter, list[Shape]], list[Shape]]] = {
+    "Input": _input_shape,
+    "Convolution": _conv_shape,
+    "Pooling": _pool_shape,
+    "InnerProduct": _ip_shape,
+    "Concat": _concat_shape,
+    "Flatten": _flatten_shape,
+    **{
+        t: _same_shape
+        for t in (
+            "ReLU",
+            "PReLU",
+            "ELU",
+            "Sigmoid",
+            "TanH",
+            "AbsVal",
+            "Power",
+            "Dropout",
+            "LRN",
+            "Softmax",
+            "BatchNorm",
+            "Scale",
+            "Bias",
+            "Eltwise",
+            "Split",
+            "MVN",
+        )
+    },
+}
+
+
+def deploy_layers(net: caffe_pb2.NetParameter) -> list[caffe_pb2.LayerParameter]:
+    """A TEST-phase deploy net's layers (include/exclude by phase only), legacy inputs as Input layers."""
+    if len(net.layers):
+        raise NetError(
+            f"net {net.name!r}: V1 `layers` prototxt; upgrade it first (pixsent upgrade_net_proto)"
+        )
+    layers: list[caffe_pb2.LayerParameter] = []
+    if len(net.input):
+        shapes = [tuple(s.dim) for s in net.input_shape]
+        if not shapes:
+            dims = list(net.input_dim)
+            shapes = [tuple(dims[4 * i : 4 * i + 4]) for i in range(len(net.input))]
+        for name, shape in zip(net.input, shapes):
+            layer = caffe_pb2.LayerParameter(name=name, type="Input", top=[name])
+            layer.input_param.shape.add().dim.extend(shape)
+            layers.append(layer)
+    for layer in net.layer:
+        if any(r.HasField("phase") and r.phase != caffe_pb2.TEST for r in layer.include):
+            continue
+        if any(r.HasField("phase") and r.phase == caffe_pb2.TEST for r in layer.exclude):
+            continue
+        layers.append(layer)
+    return layers
+
+
+def blob_shapes(layers: list[caffe_pb2.LayerParameter]) -> dict[str, Shape]:
+    """Propagate shapes through the layers; returns blob name -> shape (the latest writer wins)."""
+    shapes: dict[str, Shape] = {}
+    for layer in layers:
+        rule = SHAPE_RULES.get(layer.type)
+        if rule is None:
+            raise NetError(f"layer {layer.name!r}: type {layer.type!r} has no shape rule for surgery")
+        try:
+            bottoms = [shapes[b] for b in layer.bottom]
+        except KeyError as exc:
+            raise NetError(f"layer {layer.name!r}: bottom blob {exc} is not produced earlier") from None
+        for top, shape in zip(layer.top, rule(layer, bottoms)):
+            shapes[top] = tuple(int(d) for d in shape)
+    return shapes
+
+
+# ------------------------------------------------------------------------------------------- surgery
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """One InnerProduct layer turned into a Convolution with a kh x kw kernel over `channels` inputs."""
+
+    old_name: str
+    new_name: str
+    channels: int
+    kernel: tuple[int, int]
+    num_output: int
+
+
+@dataclass
+class FullyConvNet:
+    """The fully convolutional deploy net and the layer conversions that map old weights onto it."""
+
+    net: caffe_pb2.NetParameter
+    conversions: dict[str, Conversion]
+
+
+def fully_convolutional(net: caffe_pb2.NetParameter, size: int | None = None, batch: int = 1) -> FullyConvNet:
+    """Turn every InnerProduct of a deploy net into a Convolution; the Input becomes batch x C x size x size.
+
+    The kernel of each converted layer is the spatial size of its input blob at the net's original input
+    size (6x6 for CaffeNet's fc6, 1x1 for layers fed by another fully connected layer).
+    """
+    layers = deploy_layers(net)
+    shapes = blob_shapes(layers)
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(net)
+    for field in ("input", "input_dim", "input_shape", "layer", "layers"):
+        out.ClearField(field)
+    out.name = f"{net.name}FullConv" if net.name else "FullConv"
+    renamed: dict[str, str] = {}
+    conversions: dict[str, Conversion] = {}
+    for layer in layers:
+        new = out.layer.add()
+        new.CopyFrom(layer)
+        del new.bottom[:]
+        new.bottom.extend(renamed.get(b, b) for b in layer.bottom)
+        if layer.type == "Input":
+            for s in new.input_param.shape:
+                dims = list(s.dim)
+                if len(dims) == 4:
+                    dims[0] = batch
+                    if size:
+                        dims[2] = dims[3] = size
+                    del s.dim[:]
+                    s.dim.extend(dims)
+        if layer.type != "InnerProduct":
+            del new.top[:]
+            new.top.extend(renamed.get(t, t) for t in layer.top)
+            continue
+        ip = layer.inner_product_param
+        if ip.axis != 1 or ip.transpose:
+            raise NetError(
+                f"layer {layer.name!r}: only InnerProduct with axis 1 and no transpose can be converted"
+            )
+        in_shape = shapes[layer.bottom[0]]
+        channels = in_shape[1]
+        kernel = (in_shape[2], in_shape[3]) if len(in_shape) == 4 else (1, 1)
+        conv = Conversion(layer.name, layer.name + SUFFIX, channels, kernel, ip.num_output)
+        conversions[layer.name] = conv
+        new.name = conv.new_name
+        new.type = "Convolution"
+        new.ClearField("inner_product_param")
+        new.ClearField("blobs")
+        cp = new.convolution_param
+        cp.num_output = ip.num_output
+        if kernel[0] == kernel[1]:
+            cp.kernel_size.append(kernel[0])
+        else:
+            cp.kernel_h, cp.kernel_w = kernel
+        if ip.HasField("bias_term"):
+            cp.bias_term = ip.bias_term
+        for top in layer.top:
+            renamed[top] = top + SUFFIX
+        del new.top[:]
+        new.top.extend(renamed[t] for t in layer.top)
+    return FullyConvNet(out, conversions)
+
+
+def _param_shapes(layer: caffe_pb2.LayerParameter, bottom: Shape | None) -> list[Shape] | None:
+    """Caffe's parameter shapes of a Convolution/InnerProduct layer, used to restore legacy 4-d blobs."""
+    if layer.type == "Convolution" and bottom is not None:
+        p = layer.convolution_param
+        kh, kw = _pair(p, "kernel_size", 0)
+        group = p.group or 1
+        return [(p.num_output, bottom[1] // group, kh, kw), (p.num_output,)]
+    if layer.type == "InnerProduct" and bottom is not None:
+        p = layer.inner_product_param
+        return [(p.num_output, math.prod(bottom[p.axis :])), (p.num_output,)]
+    return None
+
+
+def convert_weights(full: FullyConvNet, weights: caffe_pb2.NetParameter) -> caffe_pb2.NetParameter:
+    """The caffemodel of the fully convolutional net: unchanged layers copied, converted ones reshaped.
+
+    Written like pycaffe's ``net.save``: every layer of the net with ``phase: TEST`` and its blobs in the
+    current ``shape`` format, so that real Caffe reads it (CopyTrainedLayersFrom matches by layer name).
+    """
+    params = weight_blobs(weights)
+    layers = deploy_layers(full.net)
+    shapes = blob_shapes(layers)
+    by_new = {c.new_name: c for c in full.conversions.values()}
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(full.net)
+    out.ClearField("layer")
+    for layer in layers:
+        saved = out.layer.add()
+        saved.CopyFrom(layer)
+        saved.phase = caffe_pb2.TEST
+        conv = by_new.get(layer.name)
+        source = conv.old_name if conv else layer.name
+        arrays = params.get(source)
+        if arrays is None:
+            if layer.type in ("Convolution", "InnerProduct"):
+                raise NetError(f"layer {source!r}: no weights in the caffemodel")
+            continue
+        if conv is not None:
+            kh, kw = conv.kernel
+            expected = conv.num_output * conv.channels * kh * kw
+            if arrays[0].size != expected:
+                raise NetError(
+                    f"layer {source!r}: weights hold {arrays[0].size} values, "
+                    f"{conv.num_output}x{conv.channels}x{kh}x{kw} = {expected} expected"
+                )
+            arrays = [arrays[0].reshape(conv.num_output, conv.channels, kh, kw)] + [
+                a.reshape(conv.num_output) for a in arrays[1:]
+            ]
+        else:
+            bottom = shapes.get(layer.bottom[0]) if len(layer.bottom) else None
+            wanted = _param_shapes(layer, bottom)
+            if wanted is not None:
+                arrays = [a.reshape(s) if a.size == math.prod(s) else a for a, s in zip(arrays, wanted)]
+        saved.blobs.extend(array_blob(a) for a in arrays)
+    return out
+
+
+@dataclass(frozen=True)
+class SurgeryResult:
+    """Paths written by :func:`surgery`, and the conversions done."""
+
+    prototxt: Path
+    caffemodel: Path
+    conversions: dict[str, Conversion]
+
+
+def surgery(
+    model: str | Path, weights: str | Path, out_dir: str | Path, size: int = 451, stem: str | None = None
+) -> SurgeryResult:
+    """Write ``<stem>_fullconv.prototxt`` and ``<stem>_conv.caffemodel`` for a deploy net and its weights."""
+    net = read_net(model)
+    full = fully_convolutional(net, size=size)
+    converted = convert_weights(full, read_weights(weights))
+    out_dir = Path(out_dir)
+    stem = stem or Path(weights).stem
+    proto_path = out_dir / f"{stem}_fullconv.prototxt"
+    model_path = out_dir / f"{stem}_conv.caffemodel"
+    names = ", ".join(
+        f"{c.old_name} -> {c.new_name} (k{c.kernel[0]}x{c.kernel[1]})" for c in full.conversions.values()
+    )
+    header = f"Fully convolutional twin of {Path(model).name} at {size}x{size} (pixsent surgery): {names}"
+    write_prototxt(proto_path, full.net, header)
+    write_caffemodel(model_path, converted)
+    return SurgeryResult(proto_path, model_path, full.conversions)
+
+
+def is_fully_convolutional(net: caffe_pb2.NetParameter) -> bool:
+    """True when a net has no InnerProduct layer (it can run on any input size)."""
+    return not any(layer.type == "InnerProduct" for layer in net.layer)
