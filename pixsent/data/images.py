@@ -1,0 +1,94 @@
+"""Decode and resize images exactly as Caffe's ReadImageToCVMat / ReadImageToDatum do, with OpenCV.
+
+Facts from BVLC Caffe (src/caffe/util/io.cpp): images are read with cv::imread in COLOR (3-channel BGR)
+or GRAYSCALE mode; they are resized with cv::resize to (width, height) using the default bilinear
+interpolation only when BOTH resize sizes are positive; a raw Datum stores the pixels channel-major
+(C x H x W, BGR) as bytes. With an encoding requested, the ORIGINAL file bytes are stored unchanged
+when no resize is asked, the decoded channel count matches the colour mode and the file extension
+matches the encoding (`jpg` also matches `.jpeg`); otherwise the decoded (resized) image is re-encoded
+with cv::imencode('.<encoding>'). Encoded Datums carry only data, label and encoded=true.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pixsent.caffe.proto import caffe_pb2
+
+
+@dataclass(frozen=True)
+class ImageOptions:
+    """How convert_imageset turns a file into a Datum (Caffe's flags)."""
+
+    height: int = 0
+    width: int = 0
+    gray: bool = False
+    encoding: str = ""  # '' = raw pixels; else the cv2.imencode type ('png', 'jpg', ...)
+
+    @property
+    def resizes(self) -> bool:
+        return self.height > 0 and self.width > 0
+
+
+def read_image(path: str | Path, height: int = 0, width: int = 0, gray: bool = False) -> np.ndarray | None:
+    """Return H x W x 3 BGR (or H x W gray) uint8, resized when both sizes > 0; None if unreadable."""
+    flag = cv2.IMREAD_GRAYSCALE if gray else cv2.IMREAD_COLOR
+    img = cv2.imread(str(path), flag)
+    if img is None:
+        return None
+    if height > 0 and width > 0:
+        img = cv2.resize(img, (width, height), interpolation=cv2.INTER_LINEAR)
+    return img
+
+
+def to_chw(img: np.ndarray) -> np.ndarray:
+    """H x W x C (or H x W) -> contiguous C x H x W uint8, Caffe's Datum pixel order."""
+    if img.ndim == 2:
+        img = img[:, :, None]
+    return np.ascontiguousarray(img.transpose(2, 0, 1))
+
+
+def extension_matches(filename: str, encoding: str) -> bool:
+    """Caffe's matchExt: the file's extension equals the encoding ('jpg' also accepts 'jpeg')."""
+    ext = Path(filename).suffix.lower().lstrip(".")
+    enc = encoding.lower().lstrip(".")
+    return ext == enc or (enc == "jpg" and ext == "jpeg")
+
+
+def guess_encoding(filename: str) -> str:
+    """convert_imageset's fallback when --encoded is given without --encode_type: the file's extension."""
+    return Path(filename).suffix.lower().lstrip(".")
+
+
+def image_to_datum(path: str | Path, label: int, opts: ImageOptions) -> caffe_pb2.Datum | None:
+    """ReadImageToDatum: a Datum for one image file, or None when OpenCV cannot decode it."""
+    img = read_image(path, opts.height, opts.width, opts.gray)
+    if img is None:
+        return None
+    datum = caffe_pb2.Datum()
+    if opts.encoding:
+        channels = 1 if img.ndim == 2 else img.shape[2]
+        if (
+            (channels == 3) == (not opts.gray)
+            and not opts.resizes
+            and extension_matches(str(path), opts.encoding)
+        ):
+            datum.data = Path(path).read_bytes()
+        else:
+            ok, buf = cv2.imencode("." + opts.encoding.lstrip("."), img)
+            if not ok:
+                return None
+            datum.data = buf.tobytes()
+        datum.label = label
+        datum.encoded = True
+        return datum
+    chw = to_chw(img)
+    datum.channels, datum.height, datum.width = chw.shape
+    datum.data = chw.tobytes()
+    datum.label = label
+    datum.encoded = False
+    return datum
