@@ -1,0 +1,72 @@
+"""Atomic output: write to a temporary sibling, rename onto the final name only when complete.
+
+An interrupted or failed write therefore never leaves a partial file (or LMDB folder) under the
+final name, which is what lets every long pixsent step be re-run or resumed safely.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def sibling_path(path: Path, tag: str) -> Path:
+    """A hidden, unique name in the same folder (same filesystem, so rename is atomic)."""
+    return path.with_name(f".{path.name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def _remove(path: Path) -> None:
+    """Delete a file or folder if it exists."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def replace_path(tmp: Path, path: Path) -> None:
+    """Move ``tmp`` onto ``path``; an existing folder at ``path`` is moved aside first, then deleted."""
+    if tmp.is_dir() and path.is_dir() and not path.is_symlink():
+        old = sibling_path(path, "old")
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a not-yet-existing temporary Path next to ``path``; create a file or folder there.
+
+    On normal exit it is renamed onto ``path`` (replacing what was there); on an exception it is removed.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = sibling_path(final, "tmp")
+    try:
+        yield tmp
+    except BaseException:
+        _remove(tmp)
+        raise
+    if not tmp.exists():
+        raise FileNotFoundError(f"{final}: nothing was written to the temporary path {tmp.name}")
+    replace_path(tmp, final)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (fsync'ed before the rename)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically."""
+    return atomic_write_bytes(path, text.encode(encoding))

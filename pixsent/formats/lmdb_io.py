@@ -1,0 +1,164 @@
+"""LMDB databases as Caffe writes and reads them: keys in byte order, values serialized Datums.
+
+Reading opens read-only with ``lock=False`` (Caffe's LMDBs ship with a stale lock.mdb and are often on
+read-only media). Writing builds into a hidden sibling folder and renames it onto the final name only
+on a clean close, so a failed ``convert_imageset`` never leaves a half-built database behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import lmdb
+
+from pixsent.caffe.proto import caffe_pb2
+from pixsent.errors import DataError, FormatError
+from pixsent.formats.atomic import replace_path, sibling_path
+from pixsent.formats.datum import parse_datum
+
+
+class LMDBReader:
+    """Read-only view of an LMDB folder (data.mdb + lock.mdb): len, keys, ordered iteration, endless cycle."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise DataError(f"{self.path}: LMDB not found")
+        subdir = self.path.is_dir()
+        if subdir and not (self.path / "data.mdb").is_file():
+            raise FormatError(f"{self.path}: not an LMDB (no data.mdb in the folder)")
+        try:
+            self._env = lmdb.open(
+                str(self.path), readonly=True, lock=False, subdir=subdir, readahead=False, max_readers=1
+            )
+        except lmdb.Error as exc:
+            raise FormatError(f"{self.path}: not an LMDB ({exc})") from None
+        self._keys: list[bytes] | None = None
+
+    def __len__(self) -> int:
+        return int(self._env.stat()["entries"])
+
+    def keys(self) -> list[bytes]:
+        """All keys in LMDB (byte) order; cached after the first call."""
+        if self._keys is None:
+            with self._env.begin(buffers=False) as txn:
+                self._keys = list(txn.cursor().iternext(keys=True, values=False))
+        return list(self._keys)
+
+    def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) pairs in key order."""
+        with self._env.begin(buffers=False) as txn:
+            yield from txn.cursor().iternext(keys=True, values=True)
+
+    def get(self, key: bytes) -> bytes | None:
+        """The value stored under ``key`` (None when absent)."""
+        with self._env.begin(buffers=False) as txn:
+            return txn.get(key)
+
+    def datums(self) -> Iterator[tuple[bytes, caffe_pb2.Datum]]:
+        """(key, Datum) pairs in key order."""
+        for key, value in self:
+            yield key, parse_datum(value, f"{self.path}: key {key.decode(errors='replace')}")
+
+    def cycle(self) -> Iterator[tuple[bytes, bytes]]:
+        """Endless (key, value) pairs, wrapping to the first key after the last (Caffe's Data layer)."""
+        if len(self) == 0:
+            raise DataError(f"{self.path}: LMDB is empty")
+        while True:
+            yield from self
+
+    def close(self) -> None:
+        """Close the environment (idempotent)."""
+        self._env.close()
+
+    def __enter__(self) -> LMDBReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class LMDBWriter:
+    """Builds an LMDB in a hidden sibling folder; ``close()`` moves it onto ``path``, ``discard()`` drops it.
+
+    Puts are committed every ``commit_every`` entries (as convert_imageset commits every 1000); when the
+    map is full the map size doubles and the pending batch is replayed, as Caffe's LMDB wrapper grows it.
+    """
+
+    INITIAL_MAP_SIZE = 64 << 20
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        commit_every: int = 1000,
+        map_size: int = INITIAL_MAP_SIZE,
+    ) -> None:
+        self.path = Path(path)
+        if self.path.exists() and not overwrite:
+            raise DataError(f"{self.path}: already exists (pass overwrite=True to replace it)")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.commit_every = max(1, int(commit_every))
+        self._tmp = sibling_path(self.path, "tmp")
+        self._env: lmdb.Environment | None = lmdb.open(str(self._tmp), map_size=int(map_size), subdir=True)
+        self._pending: list[tuple[bytes, bytes]] = []
+        self.count = 0
+
+    def put(self, key: bytes, value: bytes) -> None:
+        """Store ``value`` under ``key`` (committed in batches)."""
+        if self._env is None:
+            raise DataError(f"{self.path}: writer already closed")
+        self._pending.append((bytes(key), bytes(value)))
+        self.count += 1
+        if len(self._pending) >= self.commit_every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit the pending batch, doubling the map size as often as needed to fit it."""
+        if self._env is None or not self._pending:
+            return
+        while True:
+            try:
+                with self._env.begin(write=True) as txn:
+                    for key, value in self._pending:
+                        txn.put(key, value)
+                break
+            except lmdb.MapFullError:
+                self._env.set_mapsize(self._env.info()["map_size"] * 2)
+        self._pending.clear()
+
+    def close(self) -> Path:
+        """Commit, close and move the finished database onto ``path``."""
+        if self._env is None:
+            return self.path
+        self.flush()
+        self._env.sync(True)
+        self._env.close()
+        self._env = None
+        replace_path(self._tmp, self.path)
+        return self.path
+
+    def discard(self) -> None:
+        """Drop everything written; nothing appears at ``path``."""
+        if self._env is not None:
+            self._env.close()
+            self._env = None
+        self._pending.clear()
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def __enter__(self) -> LMDBWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.discard()
+
+    def __del__(self) -> None:
+        if getattr(self, "_env", None) is not None:
+            self.discard()
