@@ -1,0 +1,195 @@
+"""Batched extraction of layer outputs into memory-mapped float32 ``.npy`` caches (for the layer probes).
+
+Each image is read with OpenCV (BGR, as Caffe's convert_imageset does), resized to 256x256 (bilinear),
+centre-cropped to the net's input size and the mean subtracted (a mean image cropped at the same offset,
+as Caffe's TEST-phase Data layer does, or per-channel values): the input the fine-tuned net saw at test time.
+Every requested blob is written row by row into ``<cache>/<layer>.npy`` opened with
+``np.lib.format.open_memmap``, so conv1 for 880 images (~1 GB) is never held in memory; the files are built
+under a temporary name and renamed when complete, and a finished cache with the same key is reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pixsent.errors import DataError
+
+#: batch (N, C, H, W) float32 -> {blob name: (N, ...) array}
+ForwardFn = Callable[[np.ndarray], dict[str, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class CropConfig:
+    """How an image becomes the net input: resize to `resize`, centre crop `crop`, subtract `mean` (BGR)."""
+
+    resize: int = 256
+    crop: int = 227
+    mean: np.ndarray | None = None  # (3,) per channel or (3, resize, resize) mean image
+
+
+def centre_offset(size: int, crop: int) -> int:
+    """Caffe's TEST-phase crop offset: (size - crop) / 2 rounded down."""
+    return (size - crop) // 2
+
+
+def load_crop(path: str | Path, cfg: CropConfig) -> np.ndarray:
+    """(3, crop, crop) float32 BGR input of one image file (mean subtracted)."""
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise DataError(f"{path}: cannot read image")
+    img = cv2.resize(img, (cfg.resize, cfg.resize), interpolation=cv2.INTER_LINEAR)
+    off = centre_offset(cfg.resize, cfg.crop)
+    x = img[off : off + cfg.crop, off : off + cfg.crop].transpose(2, 0, 1).astype(np.float32)
+    if cfg.mean is not None:
+        mean = np.asarray(cfg.mean, dtype=np.float32)
+        if mean.ndim == 1:
+            x -= mean[:, None, None]
+        else:
+            if mean.shape[1:] != (cfg.resize, cfg.resize):
+                raise DataError(
+                    f"mean image of shape {mean.shape} does not fit {cfg.resize}x{cfg.resize} images"
+                )
+            x -= mean[:, off : off + cfg.crop, off : off + cfg.crop]
+    return x
+
+
+def cache_key(model: str | Path, weights: str | Path, images: Sequence[str | Path], cfg: CropConfig) -> str:
+    """A digest of what determines the features: net, weights (size and mtime), image list and crop."""
+    h = hashlib.sha256()
+    for p in (model, weights):
+        st = Path(p).stat()
+        h.update(f"{Path(p).resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    for p in images:
+        h.update(f"{p}\n".encode())
+    h.update(f"{cfg.resize}|{cfg.crop}\n".encode())
+    if cfg.mean is not None:
+        h.update(np.ascontiguousarray(cfg.mean, dtype=np.float32).tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class FeatureCache:
+    """Memory-mapped (n_images, n_features) float32 arrays, one per layer, and each layer's blob shape."""
+
+    folder: Path
+    layers: list[str]
+    shapes: dict[str, tuple[int, ...]]
+
+    def __getitem__(self, layer: str) -> np.ndarray:
+        return np.load(self.folder / f"{layer}.npy", mmap_mode="r")
+
+
+def _meta_path(folder: Path) -> Path:
+    return folder / "features.json"
+
+
+def load_cache(folder: str | Path, layers: Sequence[str], n: int) -> FeatureCache | None:
+    """The cache in ``folder`` if it is complete for these layers and ``n`` images, else None."""
+    folder = Path(folder)
+    try:
+        meta = json.loads(_meta_path(folder).read_text())
+    except (OSError, ValueError):
+        return None
+    if meta.get("n") != n or not set(layers) <= set(meta.get("layers", [])):
+        return None
+    if not all((folder / f"{layer}.npy").is_file() for layer in layers):
+        return None
+    shapes = {k: tuple(v) for k, v in meta["shapes"].items()}
+    return FeatureCache(folder, list(layers), shapes)
+
+
+def extract(
+    forward: ForwardFn,
+    images: Sequence[str | Path],
+    layers: Sequence[str],
+    folder: str | Path,
+    cfg: CropConfig,
+    batch: int = 16,
+    progress: bool = True,
+) -> FeatureCache:
+    """Run ``forward`` on every image in batches and store each layer's flattened outputs in ``folder``."""
+    from tqdm import tqdm
+
+    folder = Path(folder)
+    cached = load_cache(folder, layers, len(images))
+    if cached is not None:
+        return cached
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, np.ndarray] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    tmp = {layer: folder / f".{layer}.npy.tmp" for layer in layers}
+    try:
+        with tqdm(total=len(images), desc=f"features {folder.name}", unit="img", disable=not progress) as bar:
+            for start in range(0, len(images), batch):
+                paths = images[start : start + batch]
+                x = np.stack([load_crop(p, cfg) for p in paths])
+                outs = forward(x)
+                for layer in layers:
+                    if layer not in outs:
+                        raise DataError(f"blob {layer!r} is not produced by the net")
+                    out = np.asarray(outs[layer], dtype=np.float32).reshape(len(paths), -1)
+                    if layer not in arrays:
+                        shapes[layer] = tuple(int(d) for d in np.shape(outs[layer])[1:])
+                        arrays[layer] = np.lib.format.open_memmap(
+                            tmp[layer],
+                            mode="w+",
+                            dtype=np.float32,
+                            shape=(len(images), math.prod(shapes[layer])),
+                        )
+                    arrays[layer][start : start + len(paths)] = out
+                bar.update(len(paths))
+        for layer in layers:
+            arrays[layer].flush()
+            del arrays[layer]
+            tmp[layer].replace(folder / f"{layer}.npy")
+    except BaseException:
+        for p in tmp.values():
+            p.unlink(missing_ok=True)
+        raise
+    meta = {"n": len(images), "layers": list(layers), "shapes": shapes, "images": [str(p) for p in images]}
+    from pixsent.formats.atomic import atomic_write_text
+
+    atomic_write_text(_meta_path(folder), json.dumps(meta, indent=1))
+    return FeatureCache(folder, list(layers), shapes)
+
+
+def net_forward(
+    model: str | Path, weights: str | Path, layers: Sequence[str], device: str = "cpu"
+) -> ForwardFn:
+    """A ForwardFn over the deploy net with trained weights (TEST phase), through the pycaffe facade."""
+    import pixsent.caffe as caffe
+
+    if device.startswith("cuda"):
+        caffe.set_mode_gpu()
+    else:
+        caffe.set_mode_cpu()
+    net = caffe.Net(str(model), caffe.TEST, weights=str(weights))
+    in_name = net.inputs[0]
+    missing = [layer for layer in layers if layer not in net.blobs]
+    if missing:
+        raise DataError(f"{model}: no blob named {', '.join(missing)} (blobs: {', '.join(net.blobs)})")
+
+    def forward(x: np.ndarray) -> dict[str, np.ndarray]:
+        out = net.forward_all(blobs=list(layers), **{in_name: x})
+        return {layer: np.asarray(out[layer]) for layer in layers}
+
+    return forward
+
+
+def net_input_size(model: str | Path) -> int:
+    """The spatial input size of a deploy net (its first Input layer or legacy input_dim)."""
+    from pixsent.paper.surgery import deploy_layers, read_net
+
+    for layer in deploy_layers(read_net(model)):
+        if layer.type == "Input":
+            return int(layer.input_param.shape[0].dim[-1])
+    raise DataError(f"{model}: no Input layer or input_dim")
