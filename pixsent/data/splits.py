@@ -127,7 +127,7 @@ def check_split_set(root: str | Path) -> list[Problem]:
                     Problem(
                         f.train,
                         e.line,
-                        f"{e.path} is also in the test set of this fold ({f.test.name}:{test_ids[e.path].line})",
+                        f"{e.path} is also in this fold's {f.test.name}:{test_ids[e.path].line}",
                     )
                 )
             elif e.path not in in_test:
@@ -141,7 +141,7 @@ def check_split_set(root: str | Path) -> list[Problem]:
                         Problem(
                             f.train,
                             e.line,
-                            f"{e.path} has label {e.label} here but {e0.label} in test{k0}/test.txt:{e0.line}",
+                            f"{e.path} has label {e.label} here, {e0.label} in test{k0}/test.txt:{e0.line}",
                         )
                     )
         for ident, (k0, e0) in in_test.items():
@@ -182,7 +182,7 @@ def summarize(root: str | Path) -> dict[str, dict[str, int]]:
 def make_splits(
     labels_file: str | Path, out: str | Path, *, folds: int = 5, seed: int = 0, overwrite: bool = False
 ) -> list[Fold]:
-    """Stratified k-fold (sklearn StratifiedKFold, shuffled with SEED) in the test<k>/ layout, list order kept."""
+    """Stratified k-fold (sklearn StratifiedKFold, shuffled with SEED) in the test<k>/ layout."""
     from sklearn.model_selection import StratifiedKFold
 
     from pixsent.formats.atomic import atomic_path

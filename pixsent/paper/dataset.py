@@ -288,7 +288,7 @@ def ensure_fold_lmdbs(
     strict: bool = False,
     progress: bool = True,
 ) -> FoldData:
-    """Build (or reuse, when the stamp matches) DATA/lmdb/<subset>_agrees/fold<k>/ train+test LMDBs and mean."""
+    """Build (or reuse, if the stamp matches) OUT/<subset>_agrees/fold<k>/ train+test LMDBs and mean."""
     from pixsent.data.image_mean import compute_image_mean, save_mean
     from pixsent.data.imageset import convert_imageset
     from pixsent.formats.atomic import atomic_write_text
