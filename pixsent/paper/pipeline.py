@@ -1,0 +1,520 @@
+"""One fold, a cross-validation, or the whole paper: splits -> LMDBs -> prototxts -> training -> evaluation.
+
+Every step records a stamp (pixsent.paper.runs) and is skipped when its inputs are unchanged and its outputs
+exist; training that was interrupted resumes from the newest complete snapshot (``-snapshot X.solverstate``).
+Training runs as a child process (``pixsent caffe train``, or a real Caffe with ENGINE=caffe) inside the run
+folder, so relative paths resolve as Caffe resolves them (against the working directory) and a crash or a
+kill leaves the snapshots written so far. What is trained is a *recipe* from a registry: ``paper`` (CaffeNet
+variants from pixsent.paper.prototxt_gen) or ``demo`` (the small generated-data net of pixsent.paper.demo).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from pixsent.errors import DataError, NetError
+from pixsent.paper import evaluate as ev
+from pixsent.paper.runs import RunPaths, cv_dir, file_fingerprint, is_done, mark_done, write_json
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = Path(os.environ.get("PIXSENT_SHARED", REPO.parent / "shared"))
+
+
+@dataclass
+class FoldConfig:
+    """Everything `make foldN` can override (VARIANT, SUBSET, INIT, GPU, ENGINE, DATA, MIRROR)."""
+
+    variant: str = "fc8_twitter"
+    subset: str = "five"
+    init: str = "caffenet"
+    fold: int = 1
+    runs: Path = Path("runs")
+    images: Path | None = None  # DATA: folder of the images the split files name
+    splits: Path | None = None  # folder with <subset>_agrees/test<k>/{train,test}.txt
+    lmdb_root: Path = Path("data/lmdb")
+    mirror: Path | None = None
+    models: Path = Path("models")
+    weights: Path | None = None  # explicit initialisation caffemodel (overrides the registry)
+    gpu: str | None = None  # None: CPU; "0": cuda:0; "all" or "0,1": data parallel
+    engine: str = "pixsent"  # or "caffe": hand the same files to a real BVLC caffe
+    recipe: str = "paper"
+    workers: int = 2
+    progress: bool = True
+    echo: bool = True  # copy the training log to stderr while training
+    on_log_line: Callable[[str], None] | None = None  # test hook: called with every training log line
+    eval_batch: int = 4
+    extra: dict[str, Any] = field(default_factory=dict)  # recipe-specific settings
+
+    def run_paths(self) -> RunPaths:
+        return RunPaths(Path(self.runs), self.subset, self.variant, self.init, self.fold)
+
+
+class Recipe(Protocol):
+    """What a pipeline trains: image size, mean, initial weights, and the prototxts it writes."""
+
+    def image_size(self, cfg: FoldConfig) -> int: ...
+
+    def train_mean(self, cfg: FoldConfig, lmdb_dir: Path) -> Path: ...
+
+    def eval_mean(self, cfg: FoldConfig, lmdb_dir: Path) -> np.ndarray | None: ...
+
+    def init_weights(self, cfg: FoldConfig) -> Path | None: ...
+
+    def write_files(
+        self,
+        cfg: FoldConfig,
+        run: RunPaths,
+        *,
+        train_source: Path,
+        test_source: Path,
+        mean_file: Path,
+        train_size: int,
+        test_size: int,
+    ) -> dict[str, Path]: ...
+
+
+RECIPES: dict[str, Recipe] = {}
+
+
+def register_recipe(name: str, recipe: Recipe) -> None:
+    RECIPES[name] = recipe
+
+
+def _recipe(name: str) -> Recipe:
+    if name == "demo" and name not in RECIPES:
+        import pixsent.paper.demo  # noqa: F401  (registers the demo recipe)
+    if name not in RECIPES:
+        raise NetError(f"unknown recipe {name!r} (known: {', '.join(sorted(RECIPES))})")
+    return RECIPES[name]
+
+
+def say(msg: str) -> None:
+    print(f"[pixsent] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- steps
+
+
+def find_split_files(cfg: FoldConfig) -> tuple[Path, Path]:
+    """The fold's train/test lists: --splits, ./splits, MIRROR(/splits), then $PIXSENT_SHARED/data/splits."""
+    rel = Path(f"{cfg.subset}_agrees") / f"test{cfg.fold}"
+    roots = [
+        cfg.splits,
+        Path("splits"),
+        cfg.mirror,
+        cfg.mirror and Path(cfg.mirror) / "splits",
+        SHARED / "data/splits",
+    ]
+    for root in roots:
+        if (
+            root is not None
+            and (Path(root) / rel / "train.txt").is_file()
+            and (Path(root) / rel / "test.txt").is_file()
+        ):
+            return Path(root) / rel / "train.txt", Path(root) / rel / "test.txt"
+    raise DataError(
+        f"split files {rel}/{{train,test}}.txt not found; run `pixsent splits fetch --subset {cfg.subset}` "
+        "(or pass MIRROR=dir / --splits DIR)"
+    )
+
+
+def step_splits(cfg: FoldConfig, run: RunPaths) -> str:
+    """Copy the fold's split files into the run folder, so the run records exactly what it used."""
+    train, test = find_split_files(cfg)
+    inputs = {"train": file_fingerprint(train), "test": file_fingerprint(test)}
+    if is_done(run, "splits", inputs):
+        return "cached"
+    run.dir.mkdir(parents=True, exist_ok=True)
+    for src, name in ((train, "train.txt"), (test, "test.txt")):
+        tmp = run.dir / f".{name}.tmp"
+        shutil.copyfile(src, tmp)
+        tmp.replace(run.dir / name)
+    mark_done(run, "splits", inputs, ["train.txt", "test.txt"], source=str(train.parent))
+    return "done"
+
+
+def image_root(cfg: FoldConfig) -> Path:
+    """DATA, or data/twitter/images, or MIRROR/images; an error naming `pixsent data fetch` when absent."""
+    for cand in (cfg.images, Path("data/twitter/images"), cfg.mirror and Path(cfg.mirror) / "images"):
+        if cand is not None and Path(cand).is_dir():
+            return Path(cand)
+    raise DataError("image folder not found (DATA=dir); run `pixsent data fetch` (or pass MIRROR=dir)")
+
+
+def lmdb_dir(cfg: FoldConfig) -> Path:
+    return Path(cfg.lmdb_root) / f"{cfg.subset}_agrees" / f"fold{cfg.fold}"
+
+
+def step_lmdb(cfg: FoldConfig, run: RunPaths) -> str:
+    """Train (shuffled, seeded) and test LMDBs of the fold, resized square as the paper (cached by a stamp)."""
+    from pixsent.data.imageset import convert_imageset
+
+    recipe = _recipe(cfg.recipe)
+    size = recipe.image_size(cfg)
+    root = image_root(cfg)
+    out = lmdb_dir(cfg)
+    inputs = {
+        "train": file_fingerprint(run.dir / "train.txt"),
+        "test": file_fingerprint(run.dir / "test.txt"),
+        "images": str(root.resolve()),
+        "size": size,
+        "dbs": [file_fingerprint(out / "train_lmdb"), file_fingerprint(out / "test_lmdb")],
+    }
+    stamp_inputs = {k: v for k, v in inputs.items() if k != "dbs"}
+    if is_done(run, "lmdb", inputs) or (
+        (out / "train_lmdb").is_dir() and (out / "test_lmdb").is_dir() and _lmdb_stamp_ok(out, stamp_inputs)
+    ):
+        mark_done(run, "lmdb", inputs, [], lmdb=str(out))
+        return "cached"
+    out.mkdir(parents=True, exist_ok=True)
+    for name, shuffle in (("train", True), ("test", False)):
+        convert_imageset(
+            root,
+            run.dir / f"{name}.txt",
+            out / f"{name}_lmdb",
+            resize=(size, size),
+            shuffle=shuffle,
+            seed=cfg.fold,
+            workers=cfg.workers,
+            overwrite=True,
+            progress=cfg.progress,
+        )
+    write_json(out / "stamp.json", {"digest": _digest(stamp_inputs)})
+    inputs["dbs"] = [file_fingerprint(out / "train_lmdb"), file_fingerprint(out / "test_lmdb")]
+    mark_done(run, "lmdb", inputs, [], lmdb=str(out))
+    return "done"
+
+
+def _digest(obj: dict) -> str:
+    from pixsent.paper.runs import digest
+
+    return digest(obj)
+
+
+def _lmdb_stamp_ok(out: Path, inputs: dict) -> bool:
+    import json
+
+    stamp = out / "stamp.json"
+    return stamp.exists() and json.loads(stamp.read_text()).get("digest") == _digest(inputs)
+
+
+def _count_lines(path: Path) -> int:
+    return sum(1 for line in Path(path).read_text().splitlines() if line.strip())
+
+
+def step_prototxt(cfg: FoldConfig, run: RunPaths) -> str:
+    """The run's own train_val/deploy/solver prototxts (absolute LMDB and mean paths, relative snapshot prefix)."""
+    recipe = _recipe(cfg.recipe)
+    out = lmdb_dir(cfg).resolve()
+    mean_file = recipe.train_mean(cfg, out)
+    sizes = (_count_lines(run.dir / "train.txt"), _count_lines(run.dir / "test.txt"))
+    inputs = {
+        "variant": cfg.variant,
+        "init": cfg.init,
+        "recipe": cfg.recipe,
+        "lmdb": str(out),
+        "sizes": sizes,
+        "mean": str(mean_file),
+        "extra": cfg.extra,
+    }
+    if is_done(run, "prototxt", inputs):
+        return "cached"
+    files = recipe.write_files(
+        cfg,
+        run,
+        train_source=out / "train_lmdb",
+        test_source=out / "test_lmdb",
+        mean_file=Path(mean_file),
+        train_size=sizes[0],
+        test_size=sizes[1],
+    )
+    mark_done(run, "prototxt", inputs, [Path(p).name for p in files.values()])
+    return "done"
+
+
+def max_iter(run: RunPaths) -> int:
+    from pixsent.formats.prototxt import read_solver
+
+    return int(read_solver(run.solver).max_iter)
+
+
+def train_command(cfg: FoldConfig, run: RunPaths, resume: Path | None, weights: Path | None) -> list[str]:
+    """argv of the training child: `pixsent caffe train` (ENGINE=caffe hands it to a real caffe) or data parallel."""
+    if cfg.gpu is not None and (cfg.gpu == "all" or "," in cfg.gpu or cfg.gpu.startswith("cpu")):
+        cmd = [
+            sys.executable,
+            "-m",
+            "pixsent.paper.parallel",
+            "--solver",
+            run.solver.name,
+            "--devices",
+            cfg.gpu,
+        ]
+    else:
+        cmd = [sys.executable, "-m", "pixsent", "caffe", "train", "-solver", run.solver.name]
+        if cfg.gpu is not None:
+            cmd += ["-gpu", cfg.gpu]
+    if resume is not None:
+        cmd += ["-snapshot", str(resume.relative_to(run.dir))]
+    elif weights is not None:
+        cmd += ["-weights", str(Path(weights).resolve())]
+    return cmd
+
+
+def step_train(cfg: FoldConfig, run: RunPaths) -> str:
+    """Train to max_iter, resuming from the newest snapshot when a previous call was interrupted."""
+    recipe = _recipe(cfg.recipe)
+    final = run.snapshot_model(max_iter(run))
+    weights = recipe.init_weights(cfg)
+    inputs = {
+        "solver": file_fingerprint(run.solver),
+        "train_val": file_fingerprint(run.train_val),
+        "weights": str(weights) if weights else None,
+        "engine": cfg.engine,
+    }
+    if is_done(run, "train", inputs) and final.exists():
+        return "cached"
+    resume = run.newest_solverstate()
+    if resume is not None and final.exists():
+        mark_done(run, "train", inputs, [final])
+        return "cached"
+    run.snapshots.mkdir(parents=True, exist_ok=True)
+    cmd = train_command(cfg, run, resume, weights)
+    say(("resuming from " + resume.name) if resume else f"training {run.name} fold {run.fold}")
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    )
+    if cfg.engine == "caffe":
+        env["ENGINE"] = "caffe"
+    _run_logged(cmd, run, env, cfg)
+    if not final.exists():
+        raise NetError(f"{run.log}: training ended without {final.name}; see the log")
+    mark_done(run, "train", inputs, [final])
+    return "done"
+
+
+def _run_logged(cmd: list[str], run: RunPaths, env: dict[str, str], cfg: FoldConfig) -> None:
+    """Run the training child in the run folder, appending its output to train.log (and echoing it)."""
+    with open(run.log, "a", encoding="utf-8") as log:
+        log.write(f"# pixsent: {' '.join(cmd)}\n")
+        log.flush()
+        proc = subprocess.Popen(
+            cmd, cwd=run.dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        )
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                log.write(line)
+                log.flush()
+                if cfg.echo:
+                    sys.stderr.write(line)
+                if cfg.on_log_line is not None:
+                    cfg.on_log_line(line)
+            rc = proc.wait()
+        except BaseException:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
+    if rc != 0:
+        raise NetError(f"{run.log}: training exited with status {rc}; see the log")
+
+
+def step_evaluate(cfg: FoldConfig, run: RunPaths) -> str:
+    """Centre-crop and 10-crop predictions of the test fold with the final weights, and the fold's metrics."""
+    recipe = _recipe(cfg.recipe)
+    weights = run.snapshot_model(max_iter(run))
+    mean = recipe.eval_mean(cfg, lmdb_dir(cfg))
+    size = recipe.image_size(cfg)
+    inputs = {
+        "weights": file_fingerprint(weights),
+        "deploy": file_fingerprint(run.deploy),
+        "test": file_fingerprint(run.dir / "test.txt"),
+        "size": size,
+        "mean": None if mean is None else float(np.asarray(mean, dtype=np.float64).sum()),
+    }
+    if is_done(run, "evaluate", inputs):
+        return "cached"
+    ecfg = ev.EvalConfig(
+        image_dims=(size, size),
+        mean=mean,
+        images_per_batch=cfg.eval_batch,
+        device=_device(cfg),
+        progress=cfg.progress,
+    )
+    pred = ev.evaluate_list(run.deploy, weights, image_root(cfg), run.dir / "test.txt", ecfg)
+    ev.save_predictions(pred, run.predictions_csv, run.predictions_npz)
+    metrics = ev.fold_metrics(pred) | {
+        "subset": cfg.subset,
+        "variant": cfg.variant,
+        "init": cfg.init,
+        "fold": cfg.fold,
+        "weights": weights.name,
+    }
+    ev.write_metrics(run.metrics, metrics)
+    mark_done(run, "evaluate", inputs, [run.predictions_csv, run.predictions_npz, run.metrics])
+    return "done"
+
+
+def _device(cfg: FoldConfig) -> str:
+    return f"cuda:{cfg.gpu}" if cfg.gpu is not None and cfg.gpu.isdigit() else "cpu"
+
+
+STEPS: list[tuple[str, Callable[[FoldConfig, RunPaths], str]]] = [
+    ("splits", step_splits),
+    ("lmdb", step_lmdb),
+    ("prototxt", step_prototxt),
+    ("train", step_train),
+    ("evaluate", step_evaluate),
+]
+
+
+def run_fold(cfg: FoldConfig) -> dict:
+    """Run every step of one fold (skipping what is done) and return its metrics."""
+    import json
+
+    run = cfg.run_paths()
+    run.dir.mkdir(parents=True, exist_ok=True)
+    for name, step in STEPS:
+        status = step(cfg, run)
+        say(f"{run.subset}/{run.name}/fold{run.fold}: {name} {status}")
+    metrics = json.loads(run.metrics.read_text())
+    say(
+        f"fold {cfg.fold}: accuracy {metrics['accuracy_center']:.4f} (centre), "
+        f"{metrics['accuracy_oversample']:.4f} (10-crop)"
+    )
+    return metrics
+
+
+def run_cv(cfg: FoldConfig, folds: range = range(1, 6)) -> dict:
+    """All folds of one configuration, then cv.json with mean ± std (population) per evaluation mode."""
+    from dataclasses import replace
+
+    results = {k: run_fold(replace(cfg, fold=k)) for k in folds}
+    summary = ev.cv_summary(results) | {"subset": cfg.subset, "variant": cfg.variant, "init": cfg.init}
+    write_json(cv_dir(Path(cfg.runs), cfg.subset, cfg.variant, cfg.init) / "cv.json", summary)
+    for mode in ("center", "oversample"):
+        s = summary[mode]
+        say(
+            f"{cfg.subset}/{cfg.variant}-{cfg.init} {mode}: {s['mean']:.4f} ± {s['std']:.4f} over {len(folds)} folds"
+        )
+    return summary
+
+
+def run_paper(cfg: FoldConfig, folds: range = range(1, 6)) -> list[dict]:
+    """Every configuration of Tables 2, 4, 5 and 6 (each cached), in the paper's order."""
+    from dataclasses import replace
+
+    from pixsent.paper import results
+
+    return [run_cv(replace(cfg, subset=s, variant=v, init=i), folds) for s, v, i in results.configurations()]
+
+
+# ---------------------------------------------------------------- the paper's recipe
+
+
+class PaperRecipe:
+    """CaffeNet variants of the paper: prototxts from pixsent.paper.prototxt_gen, weights from the model zoo."""
+
+    def image_size(self, cfg: FoldConfig) -> int:
+        return int(cfg.extra.get("image_size", 256))
+
+    def _entry(self, cfg: FoldConfig):
+        from pixsent.paper import model_zoo
+
+        getter = getattr(model_zoo, "get", None) or getattr(model_zoo, "get_model", None)
+        try:
+            return getter(cfg.init) if getter else model_zoo.REGISTRY[cfg.init]
+        except KeyError:
+            raise DataError(f"unknown initialisation {cfg.init!r}; see `pixsent models list`") from None
+
+    def train_mean(self, cfg: FoldConfig, lmdb_dir: Path) -> Path:
+        """The init model's mean as a binaryproto (ILSVRC mean for CaffeNet-initialised models)."""
+        explicit = cfg.extra.get("mean_file")
+        if explicit:
+            return Path(explicit).resolve()
+        path = Path("data/ilsvrc_2012_mean.binaryproto")
+        if not path.exists():
+            npy = next(
+                (
+                    p
+                    for p in (
+                        cfg.mirror and Path(cfg.mirror) / "ilsvrc_2012_mean.npy",
+                        SHARED / "data/ilsvrc_2012_mean.npy",
+                    )
+                    if p and Path(p).exists()
+                ),
+                None,
+            )
+            if npy is None:
+                raise DataError(f"{path} not found; run `pixsent data mean` (or pass MIRROR=dir)")
+            from pixsent.formats.binaryproto import npy_to_binaryproto
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            npy_to_binaryproto(npy, path)
+        return path.resolve()
+
+    def eval_mean(self, cfg: FoldConfig, lmdb_dir: Path) -> np.ndarray | None:
+        """Per-channel mean of the training mean image, as pycaffe users pass it to Classifier."""
+        from pixsent.formats.binaryproto import read_mean
+
+        return read_mean(self.train_mean(cfg, lmdb_dir)).mean(axis=(1, 2))
+
+    def init_weights(self, cfg: FoldConfig) -> Path | None:
+        if cfg.weights is not None:
+            if not Path(cfg.weights).is_file():
+                raise DataError(f"{cfg.weights}: initialisation weights not found")
+            return Path(cfg.weights).resolve()
+        entry = self._entry(cfg)
+        fname = getattr(entry, "file", None) or getattr(entry, "filename", None) or f"{cfg.init}.caffemodel"
+        path = Path(cfg.models) / fname
+        if not path.is_file() and cfg.mirror is not None:
+            from pixsent.paper import model_zoo
+
+            model_zoo.fetch(cfg.init, mirror=cfg.mirror, dest=cfg.models)
+        if not path.is_file():
+            raise DataError(
+                f"pre-trained weights for {cfg.init!r} not found at {path}; "
+                f"run `pixsent models fetch {cfg.init}` (or pass MIRROR=dir)"
+            )
+        return path.resolve()
+
+    def write_files(
+        self,
+        cfg: FoldConfig,
+        run: RunPaths,
+        *,
+        train_source: Path,
+        test_source: Path,
+        mean_file: Path,
+        train_size: int,
+        test_size: int,
+    ) -> dict[str, Path]:
+        from pixsent.paper.prototxt_gen import write_variant_files
+        from pixsent.paper.variants import VariantConfig
+
+        vcfg = VariantConfig(variant=cfg.variant, init=cfg.init)
+        return write_variant_files(
+            vcfg,
+            run.dir,
+            train_source=train_source,
+            test_source=test_source,
+            mean_file=mean_file,
+            snapshot_prefix=run.snapshot_prefix,
+            train_size=train_size,
+            test_size=test_size,
+        )
+
+
+register_recipe("paper", PaperRecipe())
