@@ -1,0 +1,263 @@
+"""Sentiment maps (the paper's Figure 7): the fully convolutional net's softmax over a grid of locations.
+
+Input preparation follows the authors' own generate_sentiment_maps.py: ``caffe.io.load_image`` (RGB in
+[0, 1]), then ``caffe.io.Transformer.preprocess`` to the net's size x size input, i.e. pixsent's
+scikit-image-exact ``caffe.io.resize_image`` straight to 451x451 (no 256 step, no crop), HWC -> CHW, RGB ->
+BGR, x255, minus the per-channel mean. A 451x451 input gives an 8x8 map for CaffeNet. The overlay resizes
+the map to the image with nearest neighbour, puts P(positive)*255 in green and P(negative)*255 in red (blue 0)
+and blends it 50/50 with the image. The global prediction of an image is the mean of its map's P(positive)
+over all locations (positive when > 0.5): the fully convolutional net alone, no second forward pass.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pixsent.caffe.proto import caffe_pb2
+from pixsent.errors import DataError, NetError
+from pixsent.paper import surgery as surg
+
+#: Class indices of the paper's two-output heads (labels: 1 positive, 0 negative).
+POSITIVE, NEGATIVE = 1, 0
+
+
+@dataclass
+class MapConfig:
+    """The map net's input size, the BGR per-channel mean and the class indices of the two sentiments."""
+
+    size: int = 451
+    mean: np.ndarray | None = None  # (3,) BGR; the ILSVRC mean's channel means when None
+    positive: int = POSITIVE
+    negative: int = NEGATIVE
+    device: str = "cpu"
+    work_dir: Path | None = field(default=None)
+
+
+def default_mean() -> np.ndarray:
+    """Per-channel BGR means of the ILSVRC 2012 mean image (≈ 104.0, 116.7, 122.7)."""
+    return np.array([104.00698793, 116.66876762, 122.67891434], dtype=np.float64)
+
+
+def net_from_caffemodel(weights: caffe_pb2.NetParameter) -> caffe_pb2.NetParameter:
+    """The net definition stored inside a caffemodel (pycaffe's ``net.save`` keeps every layer's params)."""
+    from pixsent.formats.upgrade import upgrade_net
+
+    net = caffe_pb2.NetParameter()
+    net.CopyFrom(weights)
+    for layer in net.layer:
+        layer.ClearField("blobs")
+        layer.ClearField("phase")
+    for layer in net.layers:
+        layer.ClearField("blobs")
+    net = upgrade_net(net, "<caffemodel>")
+    if not len(net.layer):
+        raise NetError("the caffemodel holds no layers to rebuild its net from: give --model")
+    return net
+
+
+def _with_input(net: caffe_pb2.NetParameter, size: int) -> caffe_pb2.NetParameter:
+    """A net whose Input is 1 x 3 x size x size (legacy `input` without dims gets one)."""
+    if len(net.input) and not len(net.input_dim) and not len(net.input_shape):
+        net = caffe_pb2.NetParameter.FromString(net.SerializeToString())
+        net.input_shape.add().dim.extend([1, 3, size, size])
+    return net
+
+
+@dataclass
+class MapNet:
+    """A fully convolutional net ready to map images: its prototxt, caffemodel and the opened net."""
+
+    prototxt: Path
+    caffemodel: Path
+    net: object
+    cfg: MapConfig
+
+    @classmethod
+    def open(cls, weights: str | Path, model: str | Path | None, cfg: MapConfig) -> MapNet:
+        """Open a fully convolutional caffemodel, or do the surgery on the fly for a model with fc layers."""
+        import pixsent.caffe as caffe
+
+        work = Path(cfg.work_dir) if cfg.work_dir else Path(tempfile.mkdtemp(prefix="pixsent-maps-"))
+        stored = surg.read_weights(weights)
+        net = surg.read_net(model) if model else net_from_caffemodel(stored)
+        net = _with_input(net, cfg.size)
+        stem = Path(weights).stem
+        if surg.is_fully_convolutional(net):
+            full = surg.fully_convolutional(net, size=cfg.size)  # only resizes the input
+            proto = work / f"{stem}_{cfg.size}.prototxt"
+            surg.write_prototxt(proto, full.net)
+            caffemodel = Path(weights)
+        else:
+            full = surg.fully_convolutional(net, size=cfg.size)
+            proto = work / f"{stem}_fullconv.prototxt"
+            caffemodel = work / f"{stem}_conv.caffemodel"
+            surg.write_prototxt(proto, full.net)
+            surg.write_caffemodel(caffemodel, surg.convert_weights(full, stored))
+        if cfg.device.startswith("cuda"):
+            caffe.set_mode_gpu()
+        else:
+            caffe.set_mode_cpu()
+        opened = caffe.Net(str(proto), caffe.TEST, weights=str(caffemodel))
+        return cls(proto, caffemodel, opened, cfg)
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """(3, size, size) net input of an RGB [0, 1] image, made as pycaffe's Transformer does."""
+        from pixsent.caffe import io as caffe_io
+
+        name = self.net.inputs[0]
+        t = caffe_io.Transformer({name: self.net.blobs[name].data.shape})
+        t.set_transpose(name, (2, 0, 1))
+        t.set_channel_swap(name, (2, 1, 0))
+        t.set_raw_scale(name, 255.0)
+        t.set_mean(name, np.asarray(self.cfg.mean if self.cfg.mean is not None else default_mean()))
+        return t.preprocess(name, image)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """(classes, h, w) softmax map of one prepared (3, size, size) input."""
+        name = self.net.inputs[0]
+        out = self.net.forward_all(**{name: x[None]})
+        prob = np.asarray(out[self.net.outputs[0]])[0]
+        if prob.ndim != 3:
+            raise NetError(f"{self.prototxt}: output has shape {prob.shape}, a (classes, h, w) map expected")
+        return prob
+
+    def map_image(self, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+        """(RGB image in [0, 1], probability map) of one image file."""
+        from pixsent.caffe import io as caffe_io
+
+        if not Path(path).is_file():
+            raise DataError(f"{path}: image not found")
+        image = caffe_io.load_image(str(path))
+        return image, self.forward(self.prepare(image))
+
+
+def overlay(
+    image: np.ndarray, prob: np.ndarray, positive: int = POSITIVE, negative: int = NEGATIVE
+) -> np.ndarray:
+    """H x W x 3 uint8 RGB: the map (nearest neighbour to the image size) blended 50/50 with the image.
+
+    Colour of the map: red = P(negative) * 255, green = P(positive) * 255, blue = 0.
+    """
+    import cv2
+
+    img = np.asarray(image, dtype=np.float64)
+    if img.max() <= 1.0:
+        img = img * 255.0
+    h, w = img.shape[:2]
+    pos = cv2.resize(prob[positive].astype(np.float32), (w, h), interpolation=cv2.INTER_NEAREST)
+    neg = cv2.resize(prob[negative].astype(np.float32), (w, h), interpolation=cv2.INTER_NEAREST)
+    colour = np.stack([neg * 255.0, pos * 255.0, np.zeros_like(pos)], axis=-1)
+    return np.clip(np.rint(0.5 * img + 0.5 * colour), 0, 255).astype(np.uint8)
+
+
+def global_positive(prob: np.ndarray, positive: int = POSITIVE) -> float:
+    """The image-level P(positive): the mean over the map's locations."""
+    return float(np.mean(prob[positive]))
+
+
+def save_png(path: str | Path, rgb: np.ndarray) -> None:
+    """Write an RGB uint8 image as PNG, atomically."""
+    import cv2
+
+    from pixsent.formats.atomic import atomic_write_bytes
+
+    ok, data = cv2.imencode(".png", np.ascontiguousarray(rgb[:, :, ::-1]))
+    if not ok:
+        raise DataError(f"{path}: PNG encoding failed")
+    atomic_write_bytes(path, data.tobytes())
+
+
+def save_npy(path: str | Path, array: np.ndarray) -> None:
+    """np.save, atomically."""
+    import io
+
+    from pixsent.formats.atomic import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.save(buf, array)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+@dataclass
+class MapItem:
+    """One mapped image for the grid figure."""
+
+    name: str
+    image: np.ndarray
+    overlay: np.ndarray
+    p_positive: float
+
+
+def grid_figure(items: Sequence[MapItem], path: str | Path, columns: int = 2) -> None:
+    """A PNG with, per image, the image and its overlay; the overlay framed green (positive) or red."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pixsent.formats.atomic import atomic_path
+
+    if not items:
+        raise DataError("no images to put in the grid figure")
+    per_row = max(1, columns)
+    rows = (len(items) + per_row - 1) // per_row
+    fig, axes = plt.subplots(rows, 2 * per_row, figsize=(4.2 * per_row, 2.3 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for k, item in enumerate(items):
+        r, c = divmod(k, per_row)
+        a_img, a_map = axes[r][2 * c], axes[r][2 * c + 1]
+        a_img.imshow(item.image)
+        a_img.set_title(item.name, fontsize=8)
+        a_map.imshow(item.overlay)
+        positive = item.p_positive > 0.5
+        colour = "#00b000" if positive else "#d00000"
+        a_map.set_title(
+            f"{'positive' if positive else 'negative'} P+={item.p_positive:.2f}", fontsize=8, color=colour
+        )
+        a_map.axis("on")
+        a_map.set_xticks([])
+        a_map.set_yticks([])
+        for spine in a_map.spines.values():
+            spine.set_edgecolor(colour)
+            spine.set_linewidth(4)
+    fig.suptitle("Sentiment maps: green = P(positive), red = P(negative)", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def run_maps(
+    images: Sequence[str | Path],
+    weights: str | Path,
+    model: str | Path | None,
+    out_dir: str | Path,
+    cfg: MapConfig,
+    grid: str | Path | None = None,
+    progress: bool = True,
+) -> list[MapItem]:
+    """Map every image: ``<stem>_map.npy`` and ``<stem>_overlay.png`` in out_dir, and the grid figure."""
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.work_dir is None:
+        cfg.work_dir = out_dir
+    net = MapNet.open(weights, model, cfg)
+    items = []
+    for path in tqdm(list(images), desc="maps", unit="img", disable=not progress):
+        image, prob = net.map_image(path)
+        stem = Path(path).stem
+        save_npy(out_dir / f"{stem}_map.npy", prob.astype(np.float32))
+        over = overlay(image, prob, cfg.positive, cfg.negative)
+        save_png(out_dir / f"{stem}_overlay.png", over)
+        items.append(MapItem(stem, (image * 255).astype(np.uint8), over, global_positive(prob, cfg.positive)))
+    if grid:
+        grid_figure(items, grid)
+    return items
