@@ -98,56 +98,56 @@ SOLVER_TYPE_NAMES: dict[str, str] = {
     "ADAM": "Adam",
 }
 
-# V0 scalar field -> {V0 type: (V1 sub-message, field, repeated?)}; fields absent for a type are ignored
+# V0 scalar field -> {V0 type: (V1 sub-message, field)}; fields absent for a type are ignored
 # (Caffe logs them as incompatible and carries on).
-_V0_FIELDS: dict[str, dict[str, tuple[str, str, bool]]] = {
+_V0_FIELDS: dict[str, dict[str, tuple[str, str]]] = {
     "num_output": {
-        "conv": ("convolution_param", "num_output", False),
-        "innerproduct": ("inner_product_param", "num_output", False),
+        "conv": ("convolution_param", "num_output"),
+        "innerproduct": ("inner_product_param", "num_output"),
     },
     "biasterm": {
-        "conv": ("convolution_param", "bias_term", False),
-        "innerproduct": ("inner_product_param", "bias_term", False),
+        "conv": ("convolution_param", "bias_term"),
+        "innerproduct": ("inner_product_param", "bias_term"),
     },
-    "pad": {"conv": ("convolution_param", "pad", True), "pool": ("pooling_param", "pad", True)},
+    "pad": {"conv": ("convolution_param", "pad"), "pool": ("pooling_param", "pad")},
     "kernelsize": {
-        "conv": ("convolution_param", "kernel_size", True),
-        "pool": ("pooling_param", "kernel_size", True),
+        "conv": ("convolution_param", "kernel_size"),
+        "pool": ("pooling_param", "kernel_size"),
     },
-    "stride": {"conv": ("convolution_param", "stride", True), "pool": ("pooling_param", "stride", True)},
-    "group": {"conv": ("convolution_param", "group", False)},
-    "pool": {"pool": ("pooling_param", "pool", False)},
-    "dropout_ratio": {"dropout": ("dropout_param", "dropout_ratio", False)},
-    "local_size": {"lrn": ("lrn_param", "local_size", False)},
-    "alpha": {"lrn": ("lrn_param", "alpha", False)},
-    "beta": {"lrn": ("lrn_param", "beta", False)},
-    "k": {"lrn": ("lrn_param", "k", False)},
+    "stride": {"conv": ("convolution_param", "stride"), "pool": ("pooling_param", "stride")},
+    "group": {"conv": ("convolution_param", "group")},
+    "pool": {"pool": ("pooling_param", "pool")},
+    "dropout_ratio": {"dropout": ("dropout_param", "dropout_ratio")},
+    "local_size": {"lrn": ("lrn_param", "local_size")},
+    "alpha": {"lrn": ("lrn_param", "alpha")},
+    "beta": {"lrn": ("lrn_param", "beta")},
+    "k": {"lrn": ("lrn_param", "k")},
     "source": {
-        "data": ("data_param", "source", False),
-        "hdf5_data": ("hdf5_data_param", "source", False),
-        "images": ("image_data_param", "source", False),
-        "window_data": ("window_data_param", "source", False),
-        "infogain_loss": ("infogain_loss_param", "source", False),
+        "data": ("data_param", "source"),
+        "hdf5_data": ("hdf5_data_param", "source"),
+        "images": ("image_data_param", "source"),
+        "window_data": ("window_data_param", "source"),
+        "infogain_loss": ("infogain_loss_param", "source"),
     },
     "batchsize": {
-        "data": ("data_param", "batch_size", False),
-        "hdf5_data": ("hdf5_data_param", "batch_size", False),
-        "images": ("image_data_param", "batch_size", False),
-        "window_data": ("window_data_param", "batch_size", False),
+        "data": ("data_param", "batch_size"),
+        "hdf5_data": ("hdf5_data_param", "batch_size"),
+        "images": ("image_data_param", "batch_size"),
+        "window_data": ("window_data_param", "batch_size"),
     },
     "rand_skip": {
-        "data": ("data_param", "rand_skip", False),
-        "images": ("image_data_param", "rand_skip", False),
+        "data": ("data_param", "rand_skip"),
+        "images": ("image_data_param", "rand_skip"),
     },
-    "shuffle_images": {"images": ("image_data_param", "shuffle", False)},
-    "new_height": {"images": ("image_data_param", "new_height", False)},
-    "new_width": {"images": ("image_data_param", "new_width", False)},
-    "concat_dim": {"concat": ("concat_param", "concat_dim", False)},
-    "det_fg_threshold": {"window_data": ("window_data_param", "fg_threshold", False)},
-    "det_bg_threshold": {"window_data": ("window_data_param", "bg_threshold", False)},
-    "det_fg_fraction": {"window_data": ("window_data_param", "fg_fraction", False)},
-    "det_context_pad": {"window_data": ("window_data_param", "context_pad", False)},
-    "det_crop_mode": {"window_data": ("window_data_param", "crop_mode", False)},
+    "shuffle_images": {"images": ("image_data_param", "shuffle")},
+    "new_height": {"images": ("image_data_param", "new_height")},
+    "new_width": {"images": ("image_data_param", "new_width")},
+    "concat_dim": {"concat": ("concat_param", "concat_dim")},
+    "det_fg_threshold": {"window_data": ("window_data_param", "fg_threshold")},
+    "det_bg_threshold": {"window_data": ("window_data_param", "bg_threshold")},
+    "det_fg_fraction": {"window_data": ("window_data_param", "fg_fraction")},
+    "det_context_pad": {"window_data": ("window_data_param", "context_pad")},
+    "det_crop_mode": {"window_data": ("window_data_param", "crop_mode")},
 }
 # V0 fields that go to transform_param whatever the layer type.
 _V0_TRANSFORM = {"scale": "scale", "meanfile": "mean_file", "cropsize": "crop_size", "mirror": "mirror"}
@@ -160,11 +160,12 @@ _DATA_TRANSFORM_OWNERS = {
 _TRANSFORM_FIELDS = ("scale", "mean_file", "crop_size", "mirror")
 
 
-def _set(msg, field: str, value, repeated: bool) -> None:
-    """Assign or append ``value`` to ``msg.field`` if the schema has that field (skip otherwise)."""
-    if field not in msg.DESCRIPTOR.fields_by_name:
+def _set(msg, field: str, value) -> None:
+    """Assign ``value`` to ``msg.field`` (appended when the schema field is repeated)."""
+    descriptor = msg.DESCRIPTOR.fields_by_name.get(field)
+    if descriptor is None:
         return
-    if repeated:
+    if descriptor.is_repeated:
         getattr(msg, field).append(value)
     else:
         setattr(msg, field, value)
@@ -225,11 +226,11 @@ def _upgrade_v0_layer(conn: V1, source: str) -> V1:
     out.weight_decay.extend(v0.weight_decay)
     for v0_field, targets in _V0_FIELDS.items():
         if v0.HasField(v0_field) and kind in targets:
-            sub, field, repeated = targets[kind]
+            sub, field = targets[kind]
             value = getattr(v0, v0_field)
             if v0_field == "pool":  # same numbering (MAX, AVE, STOCHASTIC)
                 value = int(value)
-            _set(getattr(out, sub), field, value, repeated)
+            _set(getattr(out, sub), field, value)
     for v0_field, field in _V0_TRANSFORM.items():
         if v0.HasField(v0_field):
             setattr(out.transform_param, field, getattr(v0, v0_field))
