@@ -1,0 +1,192 @@
+"""The paper's network variants (SPEC table) as train_val, deploy and fully convolutional nets.
+
+Each variant is a head on the CaffeNet trunk registered in ``HEADS``; a head returns the logits top.
+Renamed layers (``fc8_twitter``, ``fc7_twitter``, ...) start from their filler because Caffe copies weights by
+layer name; kept layers keep BVLC's names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from pixsent.caffe.net_spec import TEST, TRAIN, NetSpec, Top, TopLike
+from pixsent.caffe.net_spec import layers as L
+from pixsent.caffe.proto import caffe_pb2
+from pixsent.errors import NetError
+from pixsent.paper import caffenet
+from pixsent.paper.caffenet import ConvSpec
+
+
+class Fc9Activation(StrEnum):
+    """What follows the pre-trained fc8 in ``fc9_twitter`` (the paper does not say).
+
+    Default ``relu_dropout``: fc8 then becomes a hidden layer treated exactly like CaffeNet's fc6 and fc7;
+    with ``none`` fc8 -> fc9 is a product of two linear maps, which adds no capacity over ``fc8_twitter``.
+    """
+
+    NONE = "none"
+    RELU = "relu"
+    RELU_DROPOUT = "relu_dropout"
+
+
+DEFAULT_FC9_ACTIVATION = Fc9Activation.RELU_DROPOUT
+DEFAULT_MEAN_FILE = "data/ilsvrc_2012_mean.binaryproto"
+
+
+@dataclass(frozen=True)
+class VariantConfig:
+    """Everything that shapes one variant's files apart from the fold's paths and sizes."""
+
+    variant: str = "fc8_twitter"
+    init_model: str = "caffenet"
+    init_outputs: int = 1000  # width of the init model's fc8 (kept by fc9_twitter)
+    fc9_activation: Fc9Activation = DEFAULT_FC9_ACTIVATION
+    num_classes: int = 2
+    train_batch_size: int = 256
+    test_batch_cap: int = 50  # largest TEST batch; the actual size is balanced over the test fold
+    deploy_batch_size: int = 10
+    crop_size: int = 227
+    mean_file: str = DEFAULT_MEAN_FILE
+
+    def __post_init__(self) -> None:
+        if self.variant not in HEADS:
+            raise NetError(f"unknown variant {self.variant!r} (known: {', '.join(HEADS)})")
+
+    @classmethod
+    def from_init(cls, variant: str, init_model: str = "caffenet", **overrides) -> VariantConfig:
+        """Config whose init width and mean file follow ``init_model``'s registry entry."""
+        from pixsent.paper import model_zoo
+
+        entry = model_zoo.get(init_model)
+        base = cls(variant=variant, init_model=init_model, **overrides)
+        changes: dict = {}
+        if entry.num_outputs is not None:
+            changes["init_outputs"] = entry.num_outputs
+        if entry.mean_prototxt_path and "mean_file" not in overrides:
+            changes["mean_file"] = entry.mean_prototxt_path
+        return replace(base, **changes)
+
+    @property
+    def base_lr(self) -> float:
+        """0.0001 for fc6-2 (SPEC), 0.001 otherwise."""
+        return BASE_LR.get(self.variant, 0.001)
+
+
+Head = Callable[[NetSpec, TopLike, VariantConfig], Top]
+
+
+def _fc8_twitter(n: NetSpec, data: TopLike, cfg: VariantConfig) -> Top:
+    top = caffenet.hidden_fc(n, 7, caffenet.hidden_fc(n, 6, caffenet.trunk(n, data)))
+    return caffenet.fc(n, "fc8_twitter", top, cfg.num_classes, new=True)
+
+
+def _fc7_2(n: NetSpec, data: TopLike, cfg: VariantConfig) -> Top:
+    top = caffenet.hidden_fc(n, 6, caffenet.trunk(n, data))
+    return caffenet.fc(n, "fc7_twitter", top, cfg.num_classes, new=True)
+
+
+def _fc6_2(n: NetSpec, data: TopLike, cfg: VariantConfig) -> Top:
+    return caffenet.fc(n, "fc6_twitter", caffenet.trunk(n, data), cfg.num_classes, new=True)
+
+
+def _fc9_twitter(n: NetSpec, data: TopLike, cfg: VariantConfig) -> Top:
+    top: Top = caffenet.reference(n, data, cfg.init_outputs)
+    if cfg.fc9_activation != Fc9Activation.NONE:
+        top = caffenet.relu_dropout(n, "8", top, dropout=cfg.fc9_activation == Fc9Activation.RELU_DROPOUT)
+    return caffenet.fc(n, "fc9_twitter", top, cfg.num_classes, new=True)
+
+
+HEADS: dict[str, Head] = {
+    "fc8_twitter": _fc8_twitter,
+    "fc7-2": _fc7_2,
+    "fc6-2": _fc6_2,
+    "fc9_twitter": _fc9_twitter,
+}
+BASE_LR: dict[str, float] = {"fc6-2": 0.0001}
+VARIANTS: tuple[str, ...] = tuple(HEADS)
+
+
+def _data_layer(cfg: VariantConfig, source: str, batch_size: int, mean_file: str, phase: int):
+    """Caffe Data layer on an LMDB: crop 227, mean image, mirror only in TRAIN."""
+    return L.Data(
+        ntop=2,
+        include=dict(phase=phase),
+        transform_param=dict(mirror=phase == TRAIN, crop_size=cfg.crop_size, mean_file=mean_file),
+        source=source,
+        batch_size=batch_size,
+        backend="LMDB",
+    )
+
+
+def train_val(
+    cfg: VariantConfig,
+    *,
+    train_source: str,
+    test_source: str,
+    test_batch_size: int,
+    mean_file: str | None = None,
+) -> caffe_pb2.NetParameter:
+    """TRAIN/TEST net: twin Data layers, the variant, Accuracy (TEST) and SoftmaxWithLoss ``loss``."""
+    mean = mean_file or cfg.mean_file
+    n = NetSpec()
+    train = _data_layer(cfg, train_source, cfg.train_batch_size, mean, TRAIN)
+    test = _data_layer(cfg, test_source, test_batch_size, mean, TEST)
+    n.data = [train[0], test[0]]
+    n.label = [train[1], test[1]]
+    logits = HEADS[cfg.variant](n, n.data, cfg)
+    n.accuracy = L.Accuracy(logits, n.label, include=dict(phase=TEST))
+    n.loss = L.SoftmaxWithLoss(logits, n.label)
+    return n.to_proto(name=net_name(cfg))
+
+
+def deploy(cfg: VariantConfig, *, batch_size: int | None = None) -> caffe_pb2.NetParameter:
+    """Inference net: Input N x 3 x 227 x 227, the variant, Softmax ``prob``."""
+    n = NetSpec()
+    size = cfg.crop_size
+    n.data = L.Input(shape=dict(dim=[batch_size or cfg.deploy_batch_size, 3, size, size]))
+    n.prob = L.Softmax(HEADS[cfg.variant](n, n.data, cfg))
+    return n.to_proto(name=net_name(cfg))
+
+
+def reference_deploy(
+    num_outputs: int = 1000, *, name: str = "CaffeNet", batch_size: int = 10
+) -> caffe_pb2.NetParameter:
+    """Deploy net of an unmodified CaffeNet-architecture model (CaffeNet, Places205, DeepSentiBank, MVSO)."""
+    n = NetSpec()
+    n.data = L.Input(shape=dict(dim=[batch_size, 3, 227, 227]))
+    n.prob = L.Softmax(caffenet.reference(n, n.data, num_outputs))
+    return n.to_proto(name=name)
+
+
+FULLCONV_SIZE = 451
+FULLCONV_HEAD: tuple[ConvSpec, ...] = (
+    ConvSpec("fc6-conv", 4096, 6),
+    ConvSpec("fc7-conv", 4096, 1),
+    ConvSpec("fc8_twitter-conv", 2, 1),
+)
+
+
+def fullconv_deploy(
+    *, size: int = FULLCONV_SIZE, num_classes: int = 2, batch_size: int = 1
+) -> caffe_pb2.NetParameter:
+    """fc8_twitter made fully convolutional (weights come by net surgery); 451 x 451 in, 8 x 8 x 2 ``prob`` out.
+
+    Softmax's default axis is 1, i.e. over the channels of the map, so each of the 8 x 8 cells is a distribution.
+    """
+    n = NetSpec()
+    n.data = L.Input(shape=dict(dim=[batch_size, 3, size, size]))
+    top: Top = caffenet.trunk(n, n.data)
+    fc6, fc7, fc8 = FULLCONV_HEAD
+    top = caffenet.relu_dropout(n, "6", caffenet.conv(n, fc6, top, filler=caffenet.REFERENCE_FILLERS["fc6"]))
+    top = caffenet.relu_dropout(n, "7", caffenet.conv(n, fc7, top, filler=caffenet.REFERENCE_FILLERS["fc7"]))
+    fc8 = replace(fc8, num_output=num_classes)
+    n.prob = L.Softmax(caffenet.conv(n, fc8, top, filler=caffenet.NEW_LAYER_FILLER))
+    return n.to_proto(name="CaffeNet_fc8_twitter_fullconv")
+
+
+def net_name(cfg: VariantConfig) -> str:
+    """NetParameter.name: ``CaffeNet_<variant>`` (plus the init model when it is not CaffeNet)."""
+    suffix = "" if cfg.init_model == "caffenet" else f"_{cfg.init_model}"
+    return f"CaffeNet_{cfg.variant}{suffix}"
