@@ -42,27 +42,10 @@ def datum_pixels(datum: caffe_pb2.Datum, *, where: str = "datum") -> np.ndarray:
 
 def _values(db: str | Path):
     """(count, iterator of (key, value)) in key order."""
-    try:
-        from pixsent.formats.lmdb_io import LMDBReader
-    except ImportError:  # formats' LMDB module not merged yet: read with python-lmdb directly
-        return _shim_values(Path(db))
+    from pixsent.formats.lmdb_io import LMDBReader
+
     reader = LMDBReader(db)
     return len(reader), iter(reader)
-
-
-def _shim_values(db: Path):
-    import lmdb
-
-    if not (db / "data.mdb").is_file():
-        raise FormatError(f"{db}: not an LMDB folder (no data.mdb)")
-    env = lmdb.open(str(db), readonly=True, lock=False, subdir=True)
-
-    def items():
-        with env.begin() as txn:
-            yield from txn.cursor()
-        env.close()
-
-    return env.stat()["entries"], items()
 
 
 def compute_image_mean(db: str | Path, *, progress: bool = True) -> np.ndarray:

@@ -79,60 +79,45 @@ def _work(job: _Job) -> tuple[_Job, bytes | None]:
     return job, None if datum is None else datum.SerializeToString()
 
 
+def _work_chunk(jobs: list[_Job]) -> list[tuple[_Job, bytes | None]]:
+    """Pool entry point (module level, so it pickles): decode a chunk of jobs in a worker."""
+    return [_work(job) for job in jobs]
+
+
 def _results(
     jobs: list[_Job], root: str, opts: ImageOptions, workers: int
 ) -> Iterator[tuple[_Job, bytes | None]]:
-    """Yield (job, value) in list order, from a process pool when workers > 1."""
+    """Yield (job, value) in list order, decoded by WORKERS processes when > 1.
+
+    A ProcessPoolExecutor is used because it fails loudly (BrokenProcessPool) when a worker dies, where
+    multiprocessing.Pool would wait forever for the lost result; chunks are submitted a window at a time.
+    """
     if workers <= 1:
         _init_worker(root, opts)
         yield from map(_work, jobs)
         return
-    chunk = max(1, min(32, len(jobs) // (workers * 8) or 1))
+    from concurrent.futures import ProcessPoolExecutor
+
+    size = max(1, min(16, len(jobs) // (workers * 4) or 1))
+    chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
     ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(root, opts)) as pool:
-        yield from pool.imap(_work, jobs, chunksize=chunk)
-
-
-class _ShimWriter:
-    """Private stand-in for pixsent.formats.lmdb_io.LMDBWriter until it exists: LMDB built in a hidden
-    sibling folder, committed every COMMIT_EVERY puts, renamed onto the final name only on success."""
-
-    def __init__(self, path: Path, *, overwrite: bool = False, commit_every: int = 1000) -> None:
-        self.path, self.overwrite, self.commit_every = Path(path), overwrite, commit_every
-
-    def __enter__(self) -> _ShimWriter:
-        import lmdb
-
-        from pixsent.formats.atomic import atomic_path
-
-        self._ctx = atomic_path(self.path)
-        self._tmp = self._ctx.__enter__()
-        self._env = lmdb.open(str(self._tmp), map_size=1 << 40, subdir=True, meminit=False, map_async=True)
-        self._txn, self._pending = self._env.begin(write=True), 0
-        return self
-
-    def put(self, key: bytes, value: bytes) -> None:
-        self._txn.put(key, value)
-        self._pending += 1
-        if self._pending >= self.commit_every:
-            self._txn.commit()
-            self._txn, self._pending = self._env.begin(write=True), 0
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self._txn.commit()
-        else:
-            self._txn.abort()
-        self._env.sync()
-        self._env.close()
-        self._ctx.__exit__(exc_type, exc, tb)
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(root, opts))
+    try:
+        window = workers * 4
+        futures = [pool.submit(_work_chunk, c) for c in chunks[:window]]
+        for i in range(len(chunks)):
+            result = futures[i].result()
+            futures[i] = None  # free memory as we go
+            if i + window < len(chunks):
+                futures.append(pool.submit(_work_chunk, chunks[i + window]))
+            yield from result
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _writer(db_path: Path, overwrite: bool):
-    try:
-        from pixsent.formats.lmdb_io import LMDBWriter
-    except ImportError:  # formats' LMDB module not merged yet: private shim
-        LMDBWriter = _ShimWriter  # noqa: N806
+    from pixsent.formats.lmdb_io import LMDBWriter
+
     return LMDBWriter(db_path, overwrite=overwrite, commit_every=1000)
 
 
