@@ -140,12 +140,11 @@ class Blob:
         return int(np.prod(self.shape, dtype=np.int64))
 
     def _axis(self, i: int) -> int:
-        """Caffe's LegacyShape: axes counted from the right of a 4-D view, missing ones are 1."""
+        """Caffe's LegacyShape: axis ``i`` when the blob has it, else 1 (2-D blobs are N x C x 1 x 1)."""
         shape = self.shape
         if len(shape) > 4:
             raise NetError(f"blob {self._key}: num/channels/height/width need at most 4 axes, has {shape}")
-        padded = (1,) * (4 - len(shape)) + shape
-        return padded[i]
+        return shape[i] if i < len(shape) else 1
 
     @property
     def num(self) -> int:
@@ -552,7 +551,7 @@ class Solver:
         if self.solver_type is not None:
             param.type = self.solver_type
             param.ClearField("solver_type")
-        self._solver = make_solver(param, **_solver_kwargs(make_solver))
+        self._solver = make_solver(param, device=MODE.device())
         self._net_view: Net | None = None
         self._test_views: list[Net] = []
 
@@ -590,10 +589,9 @@ class Solver:
     def solve(self, resume_file: str | Path | None = None) -> None:
         """Train to max_iter, first restoring ``resume_file`` (a .solverstate) when given."""
         self._flush()
-        if resume_file is None:
-            self._solver.solve()
-        else:
-            self._solver.solve(str(resume_file))
+        if resume_file is not None:
+            self._solver.restore(str(resume_file))
+        self._solver.solve()
 
     def restore(self, state_file: str | Path) -> None:
         """Load iter, history and weights from a .solverstate."""
@@ -606,27 +604,13 @@ class Solver:
         self._solver.snapshot()
 
     def apply_update(self) -> None:
-        """One update from the current parameter diffs (Caffe's ApplyUpdate), iter advanced as pycaffe."""
+        """One update from the current parameter diffs (Caffe's ApplyUpdate; ``iter`` is not advanced)."""
         self._flush()
         self._solver.apply_update()
 
     def share_weights(self, net: Net) -> None:
         """Make ``net`` use the train net's parameters."""
         net.share_with(self.net)
-
-
-def _solver_kwargs(factory: Callable[..., Any]) -> dict[str, Any]:
-    """Device (and seed) for the engine solver, passed only where its constructor accepts them."""
-    import inspect
-
-    from pixsent.engine.solvers.solver import Solver as EngineSolver
-
-    target = EngineSolver if factory.__name__ == "make_solver" else factory
-    accepted = inspect.signature(target.__init__).parameters
-    kwargs: dict[str, Any] = {}
-    if "device" in accepted:
-        kwargs["device"] = MODE.device()
-    return kwargs
 
 
 class SGDSolver(Solver):
