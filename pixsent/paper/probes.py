@@ -15,6 +15,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -277,3 +278,91 @@ def probe_folds(
                 del feats
                 bar.update(1)
     return table
+
+
+@dataclass
+class LayerAnalysis:
+    """What `pixsent layers` runs: a split set, an image folder, one (deploy, weights) per fold, layers."""
+
+    splits: Path
+    images: Path
+    models: dict[int, tuple[Path, Path]]
+    layers: Sequence[str] = TABLE3_LAYERS
+    cache: Path = Path("cache/features")
+    mean: np.ndarray | None = None
+    resize: int = 256
+    batch: int = 16
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    classifiers: Sequence[str] = ("svm", "softmax")
+    progress: bool = True
+
+
+def read_split_list(path: Path) -> list[tuple[str, int]]:
+    """``image label`` lines of a split file (DataError naming the file and line on a malformed one)."""
+    from pixsent.errors import DataError
+
+    items = []
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.rsplit(maxsplit=1)
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            raise DataError(f"{path}:{n}: expected 'image label', got {line!r}")
+        items.append((parts[0], int(parts[1])))
+    return items
+
+
+def layer_analysis(spec: LayerAnalysis, forward_factory: Callable | None = None) -> Table3:
+    """Extract (cached) features of every split image per distinct model, then probe every layer and fold.
+
+    Images are extracted once per distinct (deploy, weights) pair over the union of the split's images, and
+    each fold indexes its train and test rows out of that cache.
+    """
+    from pixsent.data.splits import fold_dirs
+    from pixsent.errors import DataError
+    from pixsent.paper import features as feat
+
+    forward_factory = forward_factory or feat.net_forward
+    folds = [f for f in fold_dirs(spec.splits) if f.k in spec.models]
+    if not folds:
+        raise DataError(f"{spec.splits}: no test<k>/ fold folders for the folds {sorted(spec.models)}")
+    names: dict[str, int] = {}
+    labels: dict[str, int] = {}
+    lists = {}
+    for f in folds:
+        lists[f.k] = (read_split_list(f.train), read_split_list(f.test))
+        for name, label in lists[f.k][0] + lists[f.k][1]:
+            names.setdefault(name, len(names))
+            labels[name] = label
+    paths = [spec.images / n for n in names]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise DataError(f"{len(missing)} split images missing under {spec.images}, e.g. {missing[0]}")
+    caches: dict[tuple[Path, Path], feat.FeatureCache] = {}
+
+    def cache_for(k: int) -> feat.FeatureCache:
+        model, weights = spec.models[k]
+        if (model, weights) not in caches:
+            crop = feat.CropConfig(spec.resize, feat.net_input_size(model), spec.mean)
+            key = feat.cache_key(model, weights, paths, crop)
+            folder = spec.cache / key
+            cached = feat.load_cache(folder, spec.layers, len(paths))
+            if cached is None:
+                forward = forward_factory(model, weights, spec.layers)
+                cached = feat.extract(forward, paths, spec.layers, folder, crop, spec.batch, spec.progress)
+            caches[(model, weights)] = cached
+        return caches[(model, weights)]
+
+    splits = []
+    for f in folds:
+        tr, te = lists[f.k]
+        splits.append(
+            FoldSplit(
+                f.k,
+                np.array([names[n] for n, _ in tr]),
+                np.array([names[n] for n, _ in te]),
+                np.array([lab for _, lab in tr]),
+                np.array([lab for _, lab in te]),
+            )
+        )
+    return probe_folds(cache_for, splits, spec.layers, spec.probe, spec.classifiers, spec.progress)
