@@ -444,16 +444,17 @@ class Net:
             yield padded
 
     def forward_all(self, blobs: Sequence[str] | None = None, **kwargs) -> dict[str, np.ndarray]:
-        """``forward`` over arrays of any length in batches; returns the stacked outputs (padding dropped)."""
+        """``forward`` over arrays of any length in batches; returns the stacked outputs (padding dropped).
+
+        Scalar outputs (loss blobs), which pycaffe cannot stack, come back as one value per batch.
+        """
         all_outs: dict[str, list[np.ndarray]] = {out: [] for out in set(self.outputs + list(blobs or []))}
         for batch in self._batch(kwargs):
             for out, arr in self.forward(blobs=blobs, **batch).items():
-                all_outs[out].extend(arr.copy())
-        result = {out: np.asarray(v) for out, v in all_outs.items()}
-        pad = len(next(iter(result.values()))) - len(next(iter(kwargs.values())))
-        if pad:
-            result = {out: v[:-pad] for out, v in result.items()}
-        return result
+                all_outs[out].extend(arr.copy() if np.ndim(arr) else [np.array(arr, copy=True)])
+        return _drop_padding(
+            all_outs, len(next(iter(kwargs.values()))), next(iter(self.blobs.values())).shape[0]
+        )
 
     def forward_backward_all(
         self, blobs: Sequence[str] | None = None, diffs: Sequence[str] | None = None, **kwargs
@@ -473,16 +474,12 @@ class Net:
         )
         for fb, bb in zip_longest(fwd, bwd, fillvalue={}):
             for out, arr in self.forward(blobs=blobs, **fb).items():
-                all_outs[out].extend(arr.copy())
+                all_outs[out].extend(arr.copy() if np.ndim(arr) else [np.array(arr, copy=True)])
             for d, arr in self.backward(diffs=diffs, **bb).items():
-                all_diffs[d].extend(arr.copy())
-        outs = {k: np.asarray(v) for k, v in all_outs.items()}
-        dfs = {k: np.asarray(v) for k, v in all_diffs.items()}
-        pad = len(next(iter(outs.values()))) - len(next(iter(kwargs.values())))
-        if pad:
-            outs = {k: v[:-pad] for k, v in outs.items()}
-            dfs = {k: v[:-pad] for k, v in dfs.items()}
-        return outs, dfs
+                all_diffs[d].extend(arr.copy() if np.ndim(arr) else [np.array(arr, copy=True)])
+        total = len(next(iter(kwargs.values())))
+        batch = next(iter(self.blobs.values())).shape[0]
+        return _drop_padding(all_outs, total, batch), _drop_padding(all_diffs, total, batch)
 
     def reshape(self) -> None:
         """Propagate input blob shapes through every layer (Caffe's Net::Reshape)."""
@@ -509,6 +506,16 @@ class Net:
 
     def __repr__(self) -> str:
         return f"<pixsent.caffe.Net {len(self._net.layer_names)} layers, inputs {self.inputs}>"
+
+
+def _drop_padding(collected: dict[str, list[np.ndarray]], total: int, batch: int) -> dict[str, np.ndarray]:
+    """Stack per-sample rows and cut the zero rows ``_batch`` padded the last batch with."""
+    n_batches = -(-total // batch)
+    out = {}
+    for name, rows in collected.items():
+        arr = np.asarray(rows)
+        out[name] = arr[:total] if len(arr) == n_batches * batch else arr
+    return out
 
 
 def _layer_param(layer: Any) -> caffe_pb2.LayerParameter:
