@@ -60,14 +60,17 @@ class FakeNet:
             ),
         ]
         self.layer_names = [lyr.param.name for lyr in self.layers]
-        w = torch.arange(12, dtype=torch.float32).reshape(4, 3) / 10
+        dev = torch.device(device)
+        w = (torch.arange(12, dtype=torch.float32).reshape(4, 3) / 10).to(dev)
         self.params = {
             "data": [],
-            "ip": [FakeBlob(w.requires_grad_()), FakeBlob(torch.zeros(4, requires_grad=True))],
+            "ip": [FakeBlob(w.requires_grad_()), FakeBlob(torch.zeros(4, requires_grad=True, device=dev))],
         }
-        self.blobs = {n: FakeBlob(torch.zeros(s)) for n, s in [("data", (batch, 3)), ("ip", (batch, 4))]}
-        self.blobs["prob"] = FakeBlob(torch.zeros(batch, 4))
-        self.blobs["aux"] = FakeBlob(torch.zeros(()))
+        self.blobs = {
+            n: FakeBlob(torch.zeros(s, device=dev)) for n, s in [("data", (batch, 3)), ("ip", (batch, 4))]
+        }
+        self.blobs["prob"] = FakeBlob(torch.zeros(batch, 4, device=dev))
+        self.blobs["aux"] = FakeBlob(torch.zeros((), device=dev))
         self.inputs = ["data"]
         self.outputs = ["aux", "prob"]
         self.calls: list[tuple] = []
@@ -175,3 +178,22 @@ def test_mode_switches():
     a = torch.rand(3)
     caffe.set_random_seed(7)
     assert torch.equal(a, torch.rand(3))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_blobs_use_host_mirrors(fake_engine):
+    """On CUDA, writes into .data reach the device before forward; outputs are re-read after it."""
+    try:
+        caffe.set_mode_gpu()
+        net = caffe.Net("a.prototxt", caffe.TEST)
+    finally:
+        caffe.set_mode_cpu()
+    assert net.engine.blobs["data"].tensor.is_cuda
+    x = np.array([[1, 0, 0], [0, 1, 0]], np.float32)
+    net.blobs["data"].data[...] = x
+    net.params["ip"][0].data[...] = 0
+    out = net.forward()
+    assert np.allclose(out["prob"], 0.25)
+    assert torch.equal(net.engine.blobs["data"].tensor.cpu(), torch.from_numpy(x))
+    assert np.array_equal(net.forward(data=2 * x)["prob"], out["prob"])
