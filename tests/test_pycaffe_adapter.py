@@ -197,3 +197,11 @@ def test_cuda_blobs_use_host_mirrors(fake_engine):
     assert np.allclose(out["prob"], 0.25)
     assert torch.equal(net.engine.blobs["data"].tensor.cpu(), torch.from_numpy(x))
     assert np.array_equal(net.forward(data=2 * x)["prob"], out["prob"])
+
+
+def test_net_spec_reexported():
+    from pixsent.caffe import net_spec
+
+    assert caffe.NetSpec is net_spec.NetSpec and caffe.layers is net_spec.layers
+    assert caffe.params is net_spec.params and caffe.to_proto is net_spec.to_proto
+    assert caffe.proto.caffe_pb2 is caffe_pb2
