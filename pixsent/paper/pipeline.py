@@ -55,7 +55,7 @@ class FoldConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # recipe-specific settings
 
     def run_paths(self) -> RunPaths:
-        return RunPaths(Path(self.runs), self.subset, self.variant, self.init, self.fold)
+        return RunPaths(Path(self.runs).resolve(), self.subset, self.variant, self.init, self.fold)
 
 
 class Recipe(Protocol):
@@ -144,7 +144,13 @@ def step_splits(cfg: FoldConfig, run: RunPaths) -> str:
 
 def image_root(cfg: FoldConfig) -> Path:
     """DATA, or data/twitter/images, or MIRROR/images; an error naming `pixsent data fetch` when absent."""
-    for cand in (cfg.images, Path("data/twitter/images"), cfg.mirror and Path(cfg.mirror) / "images"):
+    cands = (
+        cfg.images and Path(cfg.images) / "twitter/images",
+        cfg.images,
+        Path("data/twitter/images"),
+        cfg.mirror and Path(cfg.mirror) / "images",
+    )
+    for cand in cands:
         if cand is not None and Path(cand).is_dir():
             return Path(cand)
     raise DataError("image folder not found (DATA=dir); run `pixsent data fetch` (or pass MIRROR=dir)")
@@ -188,7 +194,7 @@ def step_lmdb(cfg: FoldConfig, run: RunPaths) -> str:
             overwrite=True,
             progress=cfg.progress,
         )
-    write_json(out / "stamp.json", {"digest": _digest(stamp_inputs)})
+    write_json(out / "pipeline-stamp.json", {"digest": _digest(stamp_inputs)})
     inputs["dbs"] = [file_fingerprint(out / "train_lmdb"), file_fingerprint(out / "test_lmdb")]
     mark_done(run, "lmdb", inputs, [], lmdb=str(out))
     return "done"
@@ -203,7 +209,7 @@ def _digest(obj: dict) -> str:
 def _lmdb_stamp_ok(out: Path, inputs: dict) -> bool:
     import json
 
-    stamp = out / "stamp.json"
+    stamp = out / "pipeline-stamp.json"
     return stamp.exists() and json.loads(stamp.read_text()).get("digest") == _digest(inputs)
 
 

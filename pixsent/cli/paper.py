@@ -1,0 +1,174 @@
+"""The paper's commands: `pixsent fold|cv|paper|table|plot|predict|demo` (heavy imports inside handlers)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _fold_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--variant", default="fc8_twitter", help="fc8_twitter | fc7-2 | fc6-2 | fc9_twitter")
+    p.add_argument("--subset", default="five", help="five | four | three")
+    p.add_argument(
+        "--init", default="caffenet", help="registry name of the initial model (pixsent models list)"
+    )
+    p.add_argument("--weights", type=Path, help="initialise from this caffemodel instead of the registry's")
+    p.add_argument("--runs", type=Path, default=Path("runs"))
+    p.add_argument("--data", type=Path, help="image folder (or a generated demo set: runs the demo recipe)")
+    p.add_argument("--splits", type=Path, help="folder with <subset>_agrees/test<k>/{train,test}.txt")
+    p.add_argument("--lmdb", type=Path, default=Path("data/lmdb"))
+    p.add_argument("--mirror", type=Path, help="folder holding downloads (splits, images, weights)")
+    p.add_argument("--models", type=Path, default=Path("models"))
+    p.add_argument("--gpu", help="0 | all | 0,1 | cpu:2 (data parallel on CPU)")
+    p.add_argument("--engine", default="pixsent", choices=["pixsent", "caffe"])
+    p.add_argument("--quiet", action="store_true", help="do not echo the training log")
+
+
+def _fold_config(args: argparse.Namespace, fold: int = 1):
+    from pixsent.paper import demo
+    from pixsent.paper.pipeline import FoldConfig
+
+    gpu = None if args.gpu in (None, "", "cpu", "-1") else args.gpu
+    if demo.is_demo_data(args.data):
+        root = args.data if (args.data / demo.MARKER).exists() else args.data.parent
+        dcfg = demo.DemoConfig(out=root.parent, variant=args.variant, echo=not args.quiet)
+        cfg = demo.fold_config(dcfg, root, fold=fold, runs=args.runs, gpu=gpu, engine=args.engine)
+        print(f"pixsent: {args.data} is a generated demo set: {demo.BANNER}", file=sys.stderr)
+        return cfg
+    return FoldConfig(
+        variant=args.variant,
+        subset=args.subset,
+        init=args.init,
+        fold=fold,
+        runs=args.runs,
+        images=args.data,
+        splits=args.splits,
+        lmdb_root=args.lmdb,
+        mirror=args.mirror,
+        models=args.models,
+        weights=args.weights,
+        gpu=gpu,
+        engine=args.engine,
+        echo=not args.quiet,
+    )
+
+
+def _cmd_fold(args: argparse.Namespace) -> int:
+    from pixsent.paper.pipeline import run_fold
+
+    run_fold(_fold_config(args, args.fold))
+    return 0
+
+
+def _cmd_cv(args: argparse.Namespace) -> int:
+    from pixsent.paper.pipeline import run_cv
+
+    run_cv(_fold_config(args), range(1, args.folds + 1))
+    return 0
+
+
+def _cmd_paper(args: argparse.Namespace) -> int:
+    from pixsent.paper import tables
+    from pixsent.paper.pipeline import run_paper
+
+    run_paper(_fold_config(args), range(1, args.folds + 1))
+    print(tables.render(["2", "4", "5", "6"], args.runs, "md"))
+    return 0
+
+
+def _cmd_table(args: argparse.Namespace) -> int:
+    from pixsent.paper import tables
+
+    chosen = args.tables.split(",") if args.tables else ["2", "4", "5", "6"]
+    text = tables.render(chosen, args.runs, args.format)
+    if args.out:
+        args.out.write_text(text)
+    print(text, end="")
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from pixsent.paper.plots import plot_logs
+
+    labels = args.labels[0].split(",") if args.labels and len(args.labels) == 1 else args.labels
+    out = plot_logs(args.logs, args.out, labels, args.title or "")
+    print(out)
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from pixsent.paper.predict import PredictConfig, format_results, predict
+
+    device = f"cuda:{args.gpu}" if args.gpu not in (None, "", "cpu") else "cpu"
+    cfg = PredictConfig(args.weights, args.model, args.mean, args.oversample, args.image_size, device)
+    print(format_results(predict(args.images, cfg), args.json))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from pixsent.paper.demo import DemoConfig, run_demo
+
+    cfg = DemoConfig(
+        out=args.out,
+        n_images=args.images,
+        run_folds=args.folds,
+        epochs=args.epochs,
+        variant=args.variant,
+        echo=args.verbose,
+    )
+    run_demo(cfg)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fold", help="train and evaluate one fold (cached, resumable)")
+    p.add_argument("fold", type=int, choices=range(1, 6))
+    _fold_args(p)
+    p.set_defaults(func=_cmd_fold)
+
+    p = sub.add_parser("cv", help="all five folds of one configuration, then mean ± std")
+    p.add_argument("--folds", type=int, default=5)
+    _fold_args(p)
+    p.set_defaults(func=_cmd_cv)
+
+    p = sub.add_parser("paper", help="every configuration of Tables 2, 4, 5 and 6, then the tables")
+    p.add_argument("--folds", type=int, default=5)
+    _fold_args(p)
+    p.set_defaults(func=_cmd_paper)
+
+    p = sub.add_parser("table", help="the paper's tables with our numbers from run folders")
+    p.add_argument("--runs", type=Path, default=Path("runs"))
+    p.add_argument("--format", choices=["md", "csv"], default="md")
+    p.add_argument("--tables", help="comma list of 2,4,5,6 (default all)")
+    p.add_argument("--out", type=Path)
+    p.set_defaults(func=_cmd_table)
+
+    p = sub.add_parser("plot", help="Figure 6: loss and test accuracy from Caffe-format training logs")
+    p.add_argument("logs", nargs="+", type=Path, metavar="LOG")
+    p.add_argument("--labels", nargs="+")
+    p.add_argument("--out", type=Path, default=Path("fig6.png"))
+    p.add_argument("--title")
+    p.set_defaults(func=_cmd_plot)
+
+    p = sub.add_parser("predict", help="P(positive)/P(negative) of images with a trained model")
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    p.add_argument("--weights", type=Path, required=True)
+    p.add_argument("--model", type=Path, help="deploy prototxt (known for the released weights)")
+    p.add_argument("--mean", help=".npy, .binaryproto or B,G,R (known for the released weights)")
+    p.add_argument("--oversample", action="store_true", help="average 10 crops")
+    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--gpu")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser(
+        "demo", help="the pipeline on a generated two-class set with a small net (no downloads)"
+    )
+    p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    p.add_argument("--images", type=int, default=200)
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--variant", default="fc8_twitter")
+    p.add_argument("--verbose", action="store_true", help="echo the training logs")
+    p.set_defaults(func=_cmd_demo)

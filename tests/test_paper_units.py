@@ -1,0 +1,210 @@
+"""Paper pipeline pieces that need no engine: crops, stamps, cv statistics, tables, plots, demo data, solvers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pixsent.paper import evaluate as ev
+from pixsent.paper import results, tables
+from pixsent.paper.runs import RunPaths, is_done, mark_done, write_json
+
+
+def test_ten_crops_match_pycaffe_oversample():
+    from pixsent.caffe import io as caffe_io
+
+    img = np.random.RandomState(0).rand(256, 256, 3).astype(np.float32)
+    ours = ten_crops = ev.ten_crops(img, (227, 227))
+    theirs = caffe_io.oversample([img], (227, 227))
+    assert ten_crops.shape == (10, 227, 227, 3)
+    np.testing.assert_array_equal(ours, theirs)  # exact: same pixels, same order
+    assert ev.crop_offsets((256, 256), (227, 227))[4] == (14, 14)  # Caffe's centre offset (256-227)//2
+
+
+def test_cv_summary_population_std():
+    folds = {
+        k: {"accuracy_center": a, "accuracy_oversample": a + 0.01} for k, a in enumerate([0.8, 0.9, 0.7], 1)
+    }
+    s = ev.cv_summary(folds)
+    assert s["center"]["mean"] == pytest.approx(0.8, abs=1e-12)
+    assert s["center"]["std"] == pytest.approx(np.std([0.8, 0.9, 0.7]), abs=1e-12)  # ddof=0
+    assert s["center"]["std_sample"] == pytest.approx(0.1, abs=1e-12)  # ddof=1
+    assert "population" in s["std"]
+
+
+def test_stamps_skip_and_invalidate(tmp_path):
+    run = RunPaths(tmp_path, "five", "fc8_twitter", "caffenet", 1)
+    run.dir.mkdir(parents=True)
+    (run.dir / "out.txt").write_text("x")
+    inputs = {"a": 1}
+    assert not is_done(run, "step", inputs)
+    mark_done(run, "step", inputs, ["out.txt"])
+    assert is_done(run, "step", inputs)
+    assert not is_done(run, "step", {"a": 2})  # other inputs: redo
+    (run.dir / "out.txt").unlink()
+    assert not is_done(run, "step", inputs)  # output gone: redo
+
+
+def test_newest_solverstate_needs_its_caffemodel(tmp_path):
+    run = RunPaths(tmp_path, "five", "fc7-2", "caffenet", 3)
+    run.snapshots.mkdir(parents=True)
+    for it in (10, 20, 30):
+        (run.snapshots / f"fc7-2_iter_{it}.solverstate").write_bytes(b"")
+    for it in (10, 20):
+        (run.snapshots / f"fc7-2_iter_{it}.caffemodel").write_bytes(b"")
+    assert run.newest_solverstate().name == "fc7-2_iter_20.solverstate"
+
+
+def _fake_metrics(root: Path, subset: str, variant: str, init: str, accs: dict[int, float]) -> None:
+    for k, a in accs.items():
+        write_json(
+            RunPaths(root, subset, variant, init, k).metrics,
+            {"accuracy_center": a, "accuracy_oversample": a + 0.01},
+        )
+
+
+def test_table_marks_missing_folds(tmp_path):
+    _fake_metrics(tmp_path, "five", "fc7-2", "caffenet", {1: 0.78, 2: 0.80})
+    _fake_metrics(tmp_path, "five", "fc6-2", "caffenet", {k: 0.65 for k in range(1, 6)})
+    rows = {r["run"]: r for r in tables.table_rows("4", tmp_path)}
+    assert rows["fc8_twitter-caffenet"]["ours_center"] == "not run"
+    assert rows["fc7-2-caffenet"]["ours_center"] == "0.790 ± 0.010 (2/5 folds)"
+    assert rows["fc7-2-caffenet"]["diff_center"] == "+0.006"  # 0.790 - 0.784
+    assert rows["fc6-2-caffenet"]["ours_oversample"] == "0.660 ± 0.000"
+    md = tables.render(["2", "4", "5", "6"], tmp_path, "md")
+    assert "PCNN" in md and "majority class" in md and "0.658" in md
+    csv_text = tables.render(["4"], tmp_path, "csv")
+    assert csv_text.splitlines()[0].startswith("table,model")
+    assert len(csv_text.splitlines()) == 1 + len(results.rows("4"))
+
+
+def test_published_numbers_match_spec():
+    pub = {(p.table, p.subset, p.variant, p.init): p for p in results.PUBLISHED}
+    assert pub[("2", "five", "fc8_twitter", "caffenet")].oversample == (0.830, 0.034)
+    assert pub[("4", "five", "fc6-2", "caffenet")].center == (0.651, 0.044)
+    assert pub[("6", "five", "fc9_twitter", "caffenet")].oversample == (0.803, 0.034)
+    assert results.majority_accuracy("five") == pytest.approx(0.658, abs=5e-4)
+
+
+def test_plot_from_golden_caffe_log(golden, tmp_path):
+    from pixsent.paper.plots import plot_logs, read_curves
+
+    log = golden / "solver_run" / "train.log"
+    c = read_curves(log)
+    assert list(c.iters) == list(range(21)) and c.loss[0] == pytest.approx(0.693377, abs=1e-6)
+    assert list(c.test_iters) == [0, 5, 10, 15, 20] and c.test_accuracy[1] == pytest.approx(0.9375)
+    out = plot_logs([log, log], tmp_path / "fig6.png", ["caffe", "again"])
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
+
+
+def test_cli_table_and_plot(golden, tmp_path, capsys):
+    from pixsent.cli import main
+
+    assert main(["table", "--runs", str(tmp_path), "--tables", "6", "--format", "csv"]) == 0
+    assert "fc9_twitter-caffenet" in capsys.readouterr().out
+    out = tmp_path / "f.png"
+    assert main(["plot", str(golden / "solver_run/train.log"), "--labels", "caffe", "--out", str(out)]) == 0
+    assert out.exists()
+
+
+def test_demo_dataset_deterministic_and_in_paper_layout(tmp_path):
+    from pixsent.paper.demo import DemoConfig, generate_dataset
+
+    a = generate_dataset(DemoConfig(out=tmp_path / "a", n_images=20))
+    b = generate_dataset(DemoConfig(out=tmp_path / "b", n_images=20))
+    assert (a / "images/img0000_c0.jpg").read_bytes() == (b / "images/img0000_c0.jpg").read_bytes()
+    for k in range(1, 6):
+        test = (a / f"splits/demo_agrees/test{k}/test.txt").read_text().split("\n")
+        train = (a / f"splits/demo_agrees/test{k}/train.txt").read_text().split("\n")
+        assert len([t for t in test if t]) == 4 and len([t for t in train if t]) == 16
+
+
+def test_demo_net_is_caffenet_shaped():
+    from pixsent.paper.demo import DemoConfig, deploy_net, solver
+
+    names = [layer.name for layer in deploy_net(DemoConfig(), "fc8_twitter").layer]
+    assert names == [
+        "data",
+        "conv1",
+        "relu1",
+        "pool1",
+        "norm1",
+        "conv2",
+        "relu2",
+        "pool2",
+        "norm2",
+        "conv3",
+        "relu3",
+        "conv4",
+        "relu4",
+        "conv5",
+        "relu5",
+        "pool5",
+        "fc6",
+        "relu6",
+        "drop6",
+        "fc7",
+        "relu7",
+        "drop7",
+        "fc8_twitter",
+        "prob",
+    ]
+    net = deploy_net(DemoConfig(), "fc7-2")
+    head = next(layer for layer in net.layer if layer.name == "fc7_twitter")
+    assert [p.lr_mult for p in head.param] == [
+        10,
+        20,
+    ] and head.inner_product_param.weight_filler.std == pytest.approx(0.01)
+    s = solver(
+        DemoConfig(epochs=10, batch=32), train_size=160, test_size=40, test_batch=40, prefix="snapshots/x"
+    )
+    assert s.max_iter == 50 and s.test_iter == [1] and s.stepsize == 38 and s.momentum == 0.9
+
+
+def _write_paper_files(tmp_path: Path, variant: str, subset: str, train_size: int, test_size: int):
+    pytest.importorskip("pixsent.paper.model_zoo")
+    from pixsent.formats.prototxt import read_net, read_solver
+    from pixsent.paper.pipeline import FoldConfig, PaperRecipe
+
+    cfg = FoldConfig(variant=variant, subset=subset, runs=tmp_path)
+    run = cfg.run_paths()
+    run.dir.mkdir(parents=True)
+    PaperRecipe().write_files(
+        cfg,
+        run,
+        train_source=tmp_path / "tr",
+        test_source=tmp_path / "te",
+        mean_file=tmp_path / "mean.binaryproto",
+        train_size=train_size,
+        test_size=test_size,
+    )
+    return read_solver(run.solver), read_net(run.train_val)
+
+
+@pytest.mark.parametrize(
+    ("variant", "new_layer", "base_lr"),
+    [
+        ("fc8_twitter", "fc8_twitter", 0.001),
+        ("fc7-2", "fc7_twitter", 0.001),
+        ("fc6-2", "fc6_twitter", 0.0001),
+        ("fc9_twitter", "fc9_twitter", 0.001),
+    ],
+)
+def test_generated_solver_matches_spec(tmp_path, variant, new_layer, base_lr):
+    solver, net = _write_paper_files(tmp_path, variant, "five", 704, 176)
+    assert solver.max_iter == 180  # 65 epochs of 704 images at batch 256 (the released _iter_180)
+    assert solver.base_lr == pytest.approx(base_lr) and solver.lr_policy == "step" and solver.gamma == 0.1
+    assert 16 <= solver.stepsize <= 17  # 6 epochs = 16.5 iterations
+    assert solver.momentum == 0.9 and solver.weight_decay == 0.0005
+    assert solver.snapshot_prefix == f"snapshots/{variant}"
+    layer = next(layer for layer in net.layer if layer.name == new_layer)
+    assert [p.lr_mult for p in layer.param] == [10, 20]
+
+
+def test_generated_solver_scales_with_fold_size(tmp_path):
+    s_four, _ = _write_paper_files(tmp_path / "4", "fc8_twitter", "four", 892, 223)
+    assert s_four.max_iter > 180  # more images per epoch, same 65 epochs
+    assert s_four.max_iter == pytest.approx(65 * 892 / 256, abs=1.5)
