@@ -165,7 +165,8 @@ def _set(msg, field: str, value) -> None:
     descriptor = msg.DESCRIPTOR.fields_by_name.get(field)
     if descriptor is None:
         return
-    if descriptor.is_repeated:
+    repeated = getattr(descriptor, "is_repeated", None)  # protobuf >= 5; older ones only have label
+    if repeated if repeated is not None else descriptor.label == descriptor.LABEL_REPEATED:
         getattr(msg, field).append(value)
     else:
         setattr(msg, field, value)
