@@ -218,7 +218,7 @@ def to_proto(*tops: TopLike) -> caffe_pb2.NetParameter:
 
 
 class NetSpec:
-    """Tops assigned as attributes (or items) are named by the attribute; `to_proto` serialises them in order."""
+    """Tops assigned as attributes (or items) take the attribute as name; `to_proto` emits them in order."""
 
     def __init__(self) -> None:
         object.__setattr__(self, "tops", {})

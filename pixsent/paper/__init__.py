@@ -1,1 +1,1 @@
-"""The paper (Campos et al. 2017): model registry, variants and their prototxts, solver arithmetic, and more."""
+"""The paper (Campos et al. 2017): model registry, variants, prototxts, solver arithmetic, and more."""

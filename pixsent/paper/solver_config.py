@@ -88,7 +88,7 @@ class SolverConfig:
 
     @property
     def snapshot(self) -> int:
-        """One intermediate snapshot half way (for resuming), rounded down to a multiple of 10; Caffe adds the final one."""
+        """A snapshot half way (for resuming), rounded down to a multiple of 10; Caffe adds the final one."""
         return max(10, (self.max_iter // 2) // 10 * 10)
 
     def fields(self) -> list[tuple[str, object, str]]:
@@ -152,7 +152,8 @@ class SolverConfig:
         full = self.to_proto()
         lines = [f"# {line}" if line else "#" for line in header.splitlines()]
         lines.append(
-            f"# {self.train_size} training images / batch {self.batch_size} = {self.iters_per_epoch:g} iterations per epoch"
+            f"# {self.train_size} training images / batch {self.batch_size}"
+            f" = {self.iters_per_epoch:g} iterations per epoch"
         )
         for name, _, comment in self.fields():
             single = caffe_pb2.SolverParameter()

@@ -7,6 +7,7 @@ layer name; kept layers keep BVLC's names.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -37,41 +38,55 @@ DEFAULT_MEAN_FILE = "data/ilsvrc_2012_mean.binaryproto"
 
 @dataclass(frozen=True)
 class VariantConfig:
-    """Everything that shapes one variant's files apart from the fold's paths and sizes."""
+    """Everything that shapes one variant's files apart from the fold's paths and sizes.
+
+    ``init`` names a model of the registry (pixsent.paper.model_zoo); ``init_outputs`` or ``mean_file`` left
+    None follow that model (fc9_twitter keeps the init model's fc8 width; the mean is the init
+    model's), so initialising from another model changes only what it must.
+    """
 
     variant: str = "fc8_twitter"
-    init_model: str = "caffenet"
-    init_outputs: int = 1000  # width of the init model's fc8 (kept by fc9_twitter)
+    init: str = "caffenet"
+    init_outputs: int | None = None  # width of the init model's fc8 (kept by fc9_twitter)
     fc9_activation: Fc9Activation = DEFAULT_FC9_ACTIVATION
     num_classes: int = 2
     train_batch_size: int = 256
     test_batch_cap: int = 50  # largest TEST batch; the actual size is balanced over the test fold
     deploy_batch_size: int = 10
     crop_size: int = 227
-    mean_file: str = DEFAULT_MEAN_FILE
+    mean_file: str | None = None
 
     def __post_init__(self) -> None:
         if self.variant not in HEADS:
             raise NetError(f"unknown variant {self.variant!r} (known: {', '.join(HEADS)})")
+        object.__setattr__(self, "fc9_activation", Fc9Activation(self.fc9_activation))
+        if self.init_outputs is None or self.mean_file is None:
+            outputs, mean = _init_defaults(self.init)
+            if self.init_outputs is None:
+                object.__setattr__(self, "init_outputs", outputs)
+            if self.mean_file is None:
+                object.__setattr__(self, "mean_file", mean)
 
-    @classmethod
-    def from_init(cls, variant: str, init_model: str = "caffenet", **overrides) -> VariantConfig:
-        """Config whose init width and mean file follow ``init_model``'s registry entry."""
-        from pixsent.paper import model_zoo
-
-        entry = model_zoo.get(init_model)
-        base = cls(variant=variant, init_model=init_model, **overrides)
-        changes: dict = {}
-        if entry.num_outputs is not None:
-            changes["init_outputs"] = entry.num_outputs
-        if entry.mean_prototxt_path and "mean_file" not in overrides:
-            changes["mean_file"] = entry.mean_prototxt_path
-        return replace(base, **changes)
+    @property
+    def init_model(self) -> str:
+        return self.init
 
     @property
     def base_lr(self) -> float:
         """0.0001 for fc6-2 (SPEC), 0.001 otherwise."""
         return BASE_LR.get(self.variant, 0.001)
+
+
+def _init_defaults(init: str) -> tuple[int | None, str]:
+    """(fc8 width, mean file) of a registry model; CaffeNet's values for a model not in the registry."""
+    from pixsent.errors import DataError
+    from pixsent.paper import model_zoo
+
+    try:
+        entry = model_zoo.get(init)
+    except DataError:
+        return 1000, DEFAULT_MEAN_FILE
+    return entry.num_outputs, entry.mean.file
 
 
 Head = Callable[[NetSpec, TopLike, VariantConfig], Top]
@@ -92,6 +107,8 @@ def _fc6_2(n: NetSpec, data: TopLike, cfg: VariantConfig) -> Top:
 
 
 def _fc9_twitter(n: NetSpec, data: TopLike, cfg: VariantConfig) -> Top:
+    if cfg.init_outputs is None:
+        raise NetError(f"fc9_twitter: width of {cfg.init!r}'s fc8 unknown; set VariantConfig.init_outputs")
     top: Top = caffenet.reference(n, data, cfg.init_outputs)
     if cfg.fc9_activation != Fc9Activation.NONE:
         top = caffenet.relu_dropout(n, "8", top, dropout=cfg.fc9_activation == Fc9Activation.RELU_DROPOUT)
@@ -108,13 +125,15 @@ BASE_LR: dict[str, float] = {"fc6-2": 0.0001}
 VARIANTS: tuple[str, ...] = tuple(HEADS)
 
 
-def _data_layer(cfg: VariantConfig, source: str, batch_size: int, mean_file: str, phase: int):
+def _data_layer(
+    cfg: VariantConfig, source: str | os.PathLike, batch_size: int, mean_file: str | os.PathLike, phase: int
+):
     """Caffe Data layer on an LMDB: crop 227, mean image, mirror only in TRAIN."""
     return L.Data(
         ntop=2,
         include=dict(phase=phase),
-        transform_param=dict(mirror=phase == TRAIN, crop_size=cfg.crop_size, mean_file=mean_file),
-        source=source,
+        transform_param=dict(mirror=phase == TRAIN, crop_size=cfg.crop_size, mean_file=os.fspath(mean_file)),
+        source=os.fspath(source),
         batch_size=batch_size,
         backend="LMDB",
     )
@@ -123,10 +142,10 @@ def _data_layer(cfg: VariantConfig, source: str, batch_size: int, mean_file: str
 def train_val(
     cfg: VariantConfig,
     *,
-    train_source: str,
-    test_source: str,
+    train_source: str | os.PathLike,
+    test_source: str | os.PathLike,
     test_batch_size: int,
-    mean_file: str | None = None,
+    mean_file: str | os.PathLike | None = None,
 ) -> caffe_pb2.NetParameter:
     """TRAIN/TEST net: twin Data layers, the variant, Accuracy (TEST) and SoftmaxWithLoss ``loss``."""
     mean = mean_file or cfg.mean_file
@@ -171,9 +190,9 @@ FULLCONV_HEAD: tuple[ConvSpec, ...] = (
 def fullconv_deploy(
     *, size: int = FULLCONV_SIZE, num_classes: int = 2, batch_size: int = 1
 ) -> caffe_pb2.NetParameter:
-    """fc8_twitter made fully convolutional (weights come by net surgery); 451 x 451 in, 8 x 8 x 2 ``prob`` out.
+    """fc8_twitter made fully convolutional (weights by net surgery): 451 x 451 in, 8 x 8 x 2 ``prob`` out.
 
-    Softmax's default axis is 1, i.e. over the channels of the map, so each of the 8 x 8 cells is a distribution.
+    Softmax's default axis is 1, the channels of the map, so each of the 8 x 8 cells is a distribution.
     """
     n = NetSpec()
     n.data = L.Input(shape=dict(dim=[batch_size, 3, size, size]))
@@ -188,5 +207,5 @@ def fullconv_deploy(
 
 def net_name(cfg: VariantConfig) -> str:
     """NetParameter.name: ``CaffeNet_<variant>`` (plus the init model when it is not CaffeNet)."""
-    suffix = "" if cfg.init_model == "caffenet" else f"_{cfg.init_model}"
+    suffix = "" if cfg.init == "caffenet" else f"_{cfg.init}"
     return f"CaffeNet_{cfg.variant}{suffix}"
