@@ -50,6 +50,16 @@ def _url_name(url: str) -> str:
     return unquote(Path(urlparse(url).path).name)
 
 
+def _local_path(url: str) -> Path | None:
+    """The filesystem path of a ``file://`` URL or a plain path; None for network URLs."""
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    if parsed.scheme == "" or (len(parsed.scheme) == 1 and url[1:3] in (":\\", ":/")):  # Windows drive
+        return Path(url)
+    return None
+
+
 def _progress(total: int | None, initial: int, name: str, enabled: bool):
     """A tqdm byte counter on stderr (a no-op object when disabled)."""
     from tqdm import tqdm
@@ -72,7 +82,7 @@ def _http_get(url: str, part: Path, *, resume: bool, progress: bool, timeout: fl
         if exc.code == 416 and have:  # nothing left to send: the partial file is already complete
             return
         raise DataError(f"{url}: HTTP {exc.code} {exc.reason}") from None
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, ValueError) as exc:
         raise DataError(f"{url}: cannot download ({getattr(exc, 'reason', exc)})") from None
     with response:
         partial = response.status == 206
@@ -119,8 +129,13 @@ def download(
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     source = Path(mirror) / (mirror_name or _url_name(url)) if mirror else None
+    local = _local_path(url)
     if source is not None and source.is_file():
         shutil.copyfile(source, part)
+    elif local is not None:
+        if not local.is_file():
+            raise DataError(f"{url}: file not found")
+        shutil.copyfile(local, part)
     else:
         _http_get(url, part, resume=resume, progress=progress, timeout=timeout)
     _verify(part, dest, checks)

@@ -118,3 +118,14 @@ def test_file_digest(tmp_path):
     path = tmp_path / "f"
     path.write_bytes(PAYLOAD)
     assert file_digest(path, "sha1") == SHA1 and file_digest(path) == SHA256
+
+
+def test_local_paths_and_file_urls(tmp_path):
+    src = tmp_path / "src.bin"
+    src.write_bytes(PAYLOAD)
+    assert download(str(src), tmp_path / "a.bin", sha1=SHA1, progress=False).read_bytes() == PAYLOAD
+    assert download(src.as_uri(), tmp_path / "b.bin", sha256=SHA256, progress=False).read_bytes() == PAYLOAD
+    with pytest.raises(DataError, match="file not found"):
+        download(str(tmp_path / "none.bin"), tmp_path / "c.bin", progress=False)
+    with pytest.raises(DataError, match="cannot download"):
+        download("gopher2://x/y.bin", tmp_path / "d.bin", progress=False)
