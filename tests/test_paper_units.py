@@ -1,8 +1,8 @@
-"""Paper pipeline pieces that need no engine: crops, stamps, cv statistics, tables, plots, demo data, solvers."""
+"""Paper pipeline pieces that need no engine: crops, stamps, cv statistics, tables, plots, demo data,
+solvers."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -196,7 +196,11 @@ def _write_paper_files(tmp_path: Path, variant: str, subset: str, train_size: in
 def test_generated_solver_matches_spec(tmp_path, variant, new_layer, base_lr):
     solver, net = _write_paper_files(tmp_path, variant, "five", 704, 176)
     assert solver.max_iter == 180  # 65 epochs of 704 images at batch 256 (the released _iter_180)
-    assert solver.base_lr == pytest.approx(base_lr) and solver.lr_policy == "step" and solver.gamma == pytest.approx(0.1)
+    assert (
+        solver.base_lr == pytest.approx(base_lr)
+        and solver.lr_policy == "step"
+        and solver.gamma == pytest.approx(0.1)
+    )
     assert 16 <= solver.stepsize <= 17  # 6 epochs = 16.5 iterations
     assert solver.momentum == pytest.approx(0.9) and solver.weight_decay == pytest.approx(0.0005)
     assert solver.snapshot_prefix == f"snapshots/{variant}"
@@ -207,5 +211,5 @@ def test_generated_solver_matches_spec(tmp_path, variant, new_layer, base_lr):
 def test_generated_solver_scales_with_fold_size(tmp_path):
     s_four, _ = _write_paper_files(tmp_path / "4", "fc8_twitter", "four", 892, 223)
     assert s_four.max_iter > 180  # more images per epoch, same 65 epochs
-    # at least 65 epochs of 892 images at batch 256 (226.5 iterations), rounded up as for five-agree (178.75 -> 180)
+    # >= 65 epochs of 892 images at batch 256 (226.5 iterations), rounded up as five-agree's 178.75 -> 180
     assert 65 * 892 / 256 <= s_four.max_iter < 65 * 892 / 256 + 10

@@ -1,12 +1,12 @@
-"""The embedded default: the paper's pipeline on a generated two-class image set with a small CaffeNet-shaped net.
+"""The embedded default: the paper's pipeline on a generated two-class image set, small CaffeNet-shaped net.
 
-Needs no dataset and no pre-trained weights. Images are drawn from a fixed seed: class 1 ("positive") is greener
-and brighter with strong stripes, class 0 ("negative") redder and darker with faint stripes, both with an
+Needs no dataset and no pre-trained weights. Images come from a fixed seed: class 1 ("positive") is greener and
+brighter with strong stripes, class 0 ("negative") redder and darker with faint stripes, both with an
 illumination gradient, colour jitter and pixel noise, so the task is learnable but not trivial. The net has
 CaffeNet's layer sequence and names (conv1 k11 s4 ... fc8) with small widths, 64x64 crops of 72x72 images and
 xavier fillers (CaffeNet's gaussian 0.01 trains too slowly from scratch on a few hundred images); everything
-else (splits, LMDBs, prototxts, Caffe-format training log, snapshots, 10-crop evaluation, table, Figure-6 PNG) is
-the real pipeline. It is a demonstration on generated data: its numbers say nothing about the paper.
+else (splits, LMDBs, prototxts, Caffe-format log, snapshots, 10-crop evaluation, table, Figure-6 PNG) is the
+real pipeline. It is a demonstration on generated data: its numbers say nothing about the paper.
 """
 
 from __future__ import annotations
@@ -87,7 +87,8 @@ def generate_images(root: Path, n: int, seed: int) -> Path:
 
 
 def generate_dataset(cfg: DemoConfig) -> Path:
-    """The generated set in the paper's layout: images/, splits/demo_agrees/test<k>/; cached by a marker file."""
+    """The generated set in the paper's layout: images/, splits/demo_agrees/test<k>/; cached by a marker
+    file."""
     from pixsent.data.splits import make_splits
 
     root = Path(cfg.out) / "data"
@@ -347,7 +348,8 @@ def demo_table(summary: dict, cfg: DemoConfig) -> str:
 
 
 def run_demo(cfg: DemoConfig) -> dict:
-    """Generate, train and evaluate the folds, then write table.md, curves.png and sentiment maps if available."""
+    """Generate, train and evaluate the folds, then write table.md, curves.png and sentiment maps if
+    available."""
     from pixsent.paper.plots import plot_logs
 
     print(f"pixsent demo: {BANNER}", file=sys.stderr)

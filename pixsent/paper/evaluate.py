@@ -1,9 +1,11 @@
 """Test-time evaluation as the paper did it: resize to 256x256, centre crop or 10-crop oversampling, accuracy.
 
-The preprocessing is pycaffe's ``Classifier``: ``caffe.io.load_image`` (RGB in [0, 1]), ``caffe.io.resize_image``
+The preprocessing is pycaffe's ``Classifier``: ``caffe.io.load_image`` (RGB in [0, 1]),
+``caffe.io.resize_image``
 to ``image_dims``, crops, HWC->CHW, channel swap to BGR, ``raw_scale`` 255, mean subtraction. The 10 crops are
 the 4 corners and the centre and their horizontal mirrors (pycaffe's ``io.oversample`` order); the prediction
-is the mean of the 10 softmax outputs. The centre-crop prediction is crop 4 of the same forward pass (pycaffe's
+is the mean of the 10 softmax outputs. The centre-crop prediction is crop 4 of the same forward pass
+(pycaffe's
 ``oversample=False`` takes the same centre offset, ``int(dim/2 - crop/2)``), so one pass yields both.
 Cross-validation reports mean and *population* standard deviation (``ddof=0``) over the folds: the paper does
 not say which it used, and numpy's default is the likelier choice; the sample std is also stored.
@@ -28,7 +30,8 @@ CENTRE_CROP = 4
 
 @dataclass
 class EvalConfig:
-    """How test images become network input; defaults are the paper's (and pycaffe Classifier's usual) values."""
+    """How test images become network input; defaults are the paper's (and pycaffe Classifier's usual)
+    values."""
 
     image_dims: tuple[int, int] = (256, 256)
     mean: np.ndarray | None = (
@@ -65,14 +68,16 @@ def crop_offsets(image_dims: Sequence[int], crop_dims: Sequence[int]) -> list[tu
 
 
 def ten_crops(image: np.ndarray, crop_dims: Sequence[int]) -> np.ndarray:
-    """(10, ch, cw, C) crops of one HxWxC image, in pycaffe's oversample order (5 crops, then their mirrors)."""
+    """(10, ch, cw, C) crops of one HxWxC image, in pycaffe's oversample order (5 crops, then their
+    mirrors)."""
     ch, cw = crop_dims
     five = [image[i : i + ch, j : j + cw] for i, j in crop_offsets(image.shape[:2], crop_dims)]
     return np.stack(five + [c[:, ::-1] for c in five])
 
 
 def preprocess(crops: np.ndarray, cfg: EvalConfig) -> np.ndarray:
-    """(N, h, w, C) RGB crops in [0, 1] -> (N, C, h, w) float32 net input, as pycaffe's Transformer.preprocess."""
+    """(N, h, w, C) RGB crops in [0, 1] -> (N, C, h, w) float32 net input, as pycaffe's
+    Transformer.preprocess."""
     x = crops.astype(np.float32).transpose(0, 3, 1, 2)
     if cfg.channel_swap is not None:
         x = x[:, list(cfg.channel_swap)]

@@ -1,9 +1,12 @@
-"""Data-parallel training: one process per device (CUDA with NCCL, or CPU with gloo), Caffe's batch semantics kept.
+"""Data-parallel training: one process per device (CUDA with NCCL, or CPU with gloo), Caffe's batch
+semantics kept.
 
 Caffe's multi-GPU training splits each batch across the devices; here every rank's Data layer reads the same
-global sequence and keeps its contiguous slice of the batch (the engine's NetContext rank/world_size), the solver
+global sequence and keeps its contiguous slice of the batch (the engine's NetContext rank/world_size),
+the solver
 all-reduces and averages the gradients when torch.distributed is initialised, and only rank 0 logs and
-snapshots. The solver prototxt's batch_size is therefore the total batch: ``batch_size`` must be divisible by the
+snapshots. The solver prototxt's batch_size is therefore the total batch: ``batch_size`` must be
+divisible by the
 number of processes. Processes are started with torch.multiprocessing.spawn (no torchrun needed); a rendezvous
 on 127.0.0.1 at a free port.
 """

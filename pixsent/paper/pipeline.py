@@ -161,7 +161,8 @@ def lmdb_dir(cfg: FoldConfig) -> Path:
 
 
 def step_lmdb(cfg: FoldConfig, run: RunPaths) -> str:
-    """Train (shuffled, seeded) and test LMDBs of the fold, resized square as the paper (cached by a stamp)."""
+    """Train (shuffled, seeded) and test LMDBs of the fold, resized square as the paper (cached by a
+    stamp)."""
     from pixsent.data.imageset import convert_imageset
 
     recipe = _recipe(cfg.recipe)
@@ -218,7 +219,8 @@ def _count_lines(path: Path) -> int:
 
 
 def step_prototxt(cfg: FoldConfig, run: RunPaths) -> str:
-    """The run's own train_val/deploy/solver prototxts (absolute LMDB and mean paths, relative snapshot prefix)."""
+    """The run's own train_val/deploy/solver prototxts (absolute LMDB and mean paths, relative snapshot
+    prefix)."""
     recipe = _recipe(cfg.recipe)
     out = lmdb_dir(cfg).resolve()
     mean_file = recipe.train_mean(cfg, out)
@@ -254,7 +256,8 @@ def max_iter(run: RunPaths) -> int:
 
 
 def train_command(cfg: FoldConfig, run: RunPaths, resume: Path | None, weights: Path | None) -> list[str]:
-    """argv of the training child: `pixsent caffe train` (ENGINE=caffe hands it to a real caffe) or data parallel."""
+    """argv of the training child: `pixsent caffe train` (ENGINE=caffe hands it to a real caffe) or data
+    parallel."""
     if cfg.gpu is not None and (cfg.gpu == "all" or "," in cfg.gpu or cfg.gpu.startswith("cpu")):
         cmd = [
             sys.executable,
@@ -413,7 +416,8 @@ def run_cv(cfg: FoldConfig, folds: range = range(1, 6)) -> dict:
     for mode in ("center", "oversample"):
         s = summary[mode]
         say(
-            f"{cfg.subset}/{cfg.variant}-{cfg.init} {mode}: {s['mean']:.4f} ± {s['std']:.4f} over {len(folds)} folds"
+            f"{cfg.subset}/{cfg.variant}-{cfg.init} {mode}: "
+            f"{s['mean']:.4f} ± {s['std']:.4f} over {len(folds)} folds"
         )
     return summary
 
@@ -431,7 +435,8 @@ def run_paper(cfg: FoldConfig, folds: range = range(1, 6)) -> list[dict]:
 
 
 class PaperRecipe:
-    """CaffeNet variants of the paper: prototxts from pixsent.paper.prototxt_gen, weights from the model zoo."""
+    """CaffeNet variants of the paper: prototxts from pixsent.paper.prototxt_gen, weights from the model
+    zoo."""
 
     def image_size(self, cfg: FoldConfig) -> int:
         return int(cfg.extra.get("image_size", 256))

@@ -1,4 +1,5 @@
-"""Figure 6: training loss and test accuracy against iteration, from Caffe-format training logs (ours or Caffe's)."""
+"""Figure 6: training loss and test accuracy against iteration, from Caffe-format training logs (ours or
+Caffe's)."""
 
 from __future__ import annotations
 
@@ -83,7 +84,8 @@ def _from_training_log(log) -> Curves | None:
 
 
 def plot_logs(logs: Sequence[Path], out: Path, labels: Sequence[str] | None = None, title: str = "") -> Path:
-    """Draw loss (left) and test accuracy (right) of each log into a PNG (matplotlib Agg), written atomically."""
+    """Draw loss (left) and test accuracy (right) of each log into a PNG (matplotlib Agg), written
+    atomically."""
     import matplotlib
 
     matplotlib.use("Agg")

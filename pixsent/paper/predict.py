@@ -1,6 +1,7 @@
 """`pixsent predict`: P(positive) and P(negative) of any image with a trained sentiment model.
 
-For the released ``twitter_finetuned_test4_iter_180.caffemodel`` nothing but the weights is needed: its deploy net
+For the released ``twitter_finetuned_test4_iter_180.caffemodel`` nothing but the weights is needed: its
+deploy net
 is the paper's fc8_twitter deploy and its mean the ILSVRC 2012 mean (per-channel, as pycaffe users pass it).
 Output index 1 is positive, 0 negative (the split files' labels).
 """
@@ -40,7 +41,8 @@ def released_deploy() -> Path:
 
 
 def load_mean(spec: str | None) -> np.ndarray | None:
-    """A per-channel BGR mean from "B,G,R", a .npy or a .binaryproto (mean images are averaged per channel)."""
+    """A per-channel BGR mean from "B,G,R", a .npy or a .binaryproto (mean images are averaged per
+    channel)."""
     if spec is None:
         return None
     if "," in spec:

@@ -1,4 +1,5 @@
-"""The paper's published numbers (Campos et al. 2017, as recorded in SPEC section 2), keyed like our run folders.
+"""The paper's published numbers (Campos et al. 2017, as recorded in SPEC section 2), keyed like our run
+folders.
 
 Each entry maps (table, subset, variant, init) to (mean, std) for centre-crop and oversampled evaluation.
 Values the SPEC does not record are ``None`` and print as "n/a"; we never invent a published number.

@@ -58,7 +58,8 @@ class RunPaths:
 
     @property
     def snapshot_prefix(self) -> str:
-        """Relative to the run folder, which is the working directory training runs in (as Caffe resolves it)."""
+        """Relative to the run folder, which is the working directory training runs in (as Caffe resolves
+        it)."""
         return f"snapshots/{self.variant}"
 
     @property
@@ -81,7 +82,8 @@ class RunPaths:
         return self.dir / f"{self.snapshot_prefix}_iter_{iteration}.caffemodel"
 
     def solverstates(self) -> list[tuple[int, Path]]:
-        """(iteration, path) of every complete snapshot, oldest first (a state without its caffemodel is ignored)."""
+        """(iteration, path) of every complete snapshot, oldest first (a state without its caffemodel is
+        ignored)."""
         found = []
         if self.snapshots.is_dir():
             for p in self.snapshots.glob("*.solverstate"):
@@ -101,12 +103,14 @@ def cv_dir(root: Path, subset: str, variant: str, init: str) -> Path:
 
 
 def digest(inputs: dict[str, Any]) -> str:
-    """A stable sha256 of a JSON-able description of a step's inputs (paths are described by size and mtime)."""
+    """A stable sha256 of a JSON-able description of a step's inputs (paths are described by size and
+    mtime)."""
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def file_fingerprint(path: Path) -> dict[str, Any]:
-    """Cheap identity of a file or folder for stamps: size and mtime (content hashing would cost minutes on LMDBs)."""
+    """Cheap identity of a file or folder for stamps: size and mtime (content hashing would cost minutes
+    on LMDBs)."""
     p = Path(path)
     if not p.exists():
         return {"path": str(p), "missing": True}

@@ -1,4 +1,5 @@
-"""The paper's Tables 2, 4, 5 and 6 from run folders, with the published numbers and the difference beside ours.
+"""The paper's Tables 2, 4, 5 and 6 from run folders, with the published numbers and the difference
+beside ours.
 
 Our cell is the mean ± population std over the folds that have a metrics.json; a configuration with fewer than
 5 evaluated folds is marked "(k/5 folds)", one with none "not run".
