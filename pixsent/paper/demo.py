@@ -1,7 +1,7 @@
 """The embedded default: the paper's pipeline on a generated two-class image set, small CaffeNet-shaped net.
 
-Needs no dataset and no pre-trained weights. Images come from a fixed seed: class 1 ("positive") is greener and
-brighter with strong stripes, class 0 ("negative") redder and darker with faint stripes, both with an
+Needs no dataset and no pre-trained weights. Images come from a fixed seed: class 1 ("positive") is greener
+and brighter with strong stripes, class 0 ("negative") redder and darker with faint stripes, both with an
 illumination gradient, colour jitter and pixel noise, so the task is learnable but not trivial. The net has
 CaffeNet's layer sequence and names (conv1 k11 s4 ... fc8) with small widths, 64x64 crops of 72x72 images and
 xavier fillers (CaffeNet's gaussian 0.01 trains too slowly from scratch on a few hundred images); everything
