@@ -115,10 +115,12 @@ def _results(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _writer(db_path: Path, overwrite: bool):
+def _writer(db_path: Path, overwrite: bool, expected_bytes: int = 0):
+    """LMDBWriter with a map sized for the expected data, so no batch is replayed after MapFullError."""
     from pixsent.formats.lmdb_io import LMDBWriter
 
-    return LMDBWriter(db_path, overwrite=overwrite, commit_every=1000)
+    map_size = max(LMDBWriter.INITIAL_MAP_SIZE, int(expected_bytes * 1.5) + (16 << 20))
+    return LMDBWriter(db_path, overwrite=overwrite, commit_every=1000, map_size=map_size)
 
 
 def convert_imageset(
@@ -161,7 +163,8 @@ def convert_imageset(
     report = ConvertReport(db_path)
     expected_size: int | None = None
     start = time.perf_counter()
-    with _writer(db_path, overwrite) as writer:
+    per_image = (1 if gray else 3) * height * width + 64 if opts.resizes and not encoded else 0
+    with _writer(db_path, overwrite, per_image * len(jobs)) as writer:
         bar = tqdm(
             total=len(jobs),
             desc=f"convert_imageset {db_path.name}",
