@@ -93,7 +93,8 @@ def _results(
     multiprocessing.Pool would wait forever for the lost result; chunks are submitted a window at a time.
     """
     if workers <= 1:
-        _init_worker(root, opts)
+        global _OPTS, _ROOT
+        _OPTS, _ROOT = opts, root  # in-process: leave the caller's OpenCV thread setting alone
         yield from map(_work, jobs)
         return
     from concurrent.futures import ProcessPoolExecutor
