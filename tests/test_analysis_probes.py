@@ -33,7 +33,7 @@ def _dataset(root, shuffle_labels: bool = False):
         img = np.ones((h, w, 3)) * rng.normal(120, 25, 3) + rng.normal(0, 20, (h, w, 3))
         if c:
             th, ph = rng.uniform(0, np.pi), rng.uniform(0, 2 * np.pi)
-            img += 40 * np.sin((np.cos(th) * xx + np.sin(th) * yy) * 1.3 + ph)[..., None]
+            img += 50 * np.sin((np.cos(th) * xx + np.sin(th) * yy) * 1.3 + ph)[..., None]
         name = f"i{i:03d}.png"
         cv2.imwrite(str(root / "img" / name), np.clip(img, 0, 255).astype(np.uint8))
         items.append((name, c))
