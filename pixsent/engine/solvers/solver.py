@@ -137,7 +137,6 @@ class Solver:
         self._init_test_nets()
         self.iter = 0
         self.lr_state = LrState(0, 0)
-        self.params: list[torch.Tensor] = list(self.net.learnable_params)
         self.history: list[list[torch.Tensor]] = [
             [torch.zeros_like(p, dtype=torch.float32) for p in self.params]
             for _ in range(self.rule.history_sets)
@@ -246,6 +245,11 @@ class Solver:
                 if name not in self._weights_cache:
                     self._weights_cache[name] = read_caffemodel(name)
                 net.copy_trained_layers_from(self._weights_cache[name])
+
+    @property
+    def params(self) -> list[torch.Tensor]:
+        """The train net's learnable parameters, read afresh (weight copies may replace tensors)."""
+        return list(self.net.learnable_params)
 
     @property
     def net_name(self) -> str:
