@@ -80,3 +80,19 @@ def test_parse_into_any_message():
 
     blob = parse_message("shape { dim: 2 dim: 3 }", caffe_pb2.BlobProto(), "b")
     assert list(blob.shape.dim) == [2, 3]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "mini_caffenet/deploy.prototxt",
+        "mini_caffenet/fullconv.prototxt",
+        "mini_caffenet/train_nodrop.prototxt",
+        "solver_run/net.prototxt",
+        "oversample/deploy_batch10.prototxt",
+    ],
+)
+def test_every_golden_net_reads_current_and_round_trips(golden, name):
+    net = read_net(golden / name)
+    assert len(net.layer) > 0 and not net.layers and not net.input
+    assert parse_net(to_text(net)) == net
