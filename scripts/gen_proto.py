@@ -17,7 +17,9 @@ PROTO_DIR = Path(__file__).resolve().parent.parent / "pixsent" / "caffe" / "prot
 def main() -> int:
     from grpc_tools import protoc
 
-    rc = protoc.main(["protoc", f"-I{PROTO_DIR}", f"--python_out={PROTO_DIR}", str(PROTO_DIR / "caffe.proto")])
+    rc = protoc.main(
+        ["protoc", f"-I{PROTO_DIR}", f"--python_out={PROTO_DIR}", str(PROTO_DIR / "caffe.proto")]
+    )
     if rc != 0:
         return rc
     out = PROTO_DIR / "caffe_pb2.py"
