@@ -88,10 +88,10 @@ def init_log(*_args: Any, **_kwargs: Any) -> None:
 
 def layer_type_list() -> list[str]:
     """Registered layer type names (Caffe's LayerRegistry::LayerTypeList), sorted."""
-    from pixsent.engine import layers as engine_layers
+    import pixsent.engine.layers  # noqa: F401  (fills the registry)
+    from pixsent.engine.registry import LAYER_REGISTRY
 
-    registry = getattr(engine_layers, "LAYERS", None) or getattr(engine_layers, "REGISTRY", {})
-    return sorted(registry)
+    return sorted(LAYER_REGISTRY)
 
 
 # ----------------------------------------------------------------------------------------------------
