@@ -1,0 +1,1 @@
+"""pixsent's engine: Caffe nets and solvers executed with PyTorch (CPU or CUDA)."""

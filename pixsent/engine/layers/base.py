@@ -1,0 +1,62 @@
+"""The Layer base class: a LayerParameter, its parameter tensors, shape set-up and a torch forward."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+
+from pixsent.caffe.proto import caffe_pb2
+from pixsent.engine.fillers import fill
+
+if TYPE_CHECKING:
+    from pixsent.engine.blob import Blob
+    from pixsent.engine.context import NetContext
+
+Shape = tuple[int, ...]
+
+
+class Layer:
+    """One Caffe layer. ``setup`` creates parameters and returns top shapes; ``forward`` maps tensors.
+
+    Backward is autograd's, except where a layer wraps its own autograd Function. Loss layers set
+    ``is_loss`` (Caffe's LossLayer: loss_weight 1 on the first top unless given).
+    """
+
+    type_name: ClassVar[str] = ""
+    is_loss: ClassVar[bool] = False
+    #: layers whose top blobs are owned by the net (Input): forward returns the blobs' own tensors
+    owns_tops: ClassVar[bool] = False
+
+    def __init__(self, param: caffe_pb2.LayerParameter, ctx: NetContext) -> None:
+        self.param = param
+        self.ctx = ctx
+        self.phase = ctx.phase
+        self.name = param.name
+        self.blobs: list[torch.Tensor] = []
+        self.top_blobs: list[Blob] = []
+        if self.is_loss and not param.loss_weight:
+            param.loss_weight.append(1.0)
+
+    @property
+    def type(self) -> str:
+        return self.type_name
+
+    def setup(self, bottom_shapes: list[Shape]) -> list[Shape]:
+        """Create parameters for these bottom shapes and return the top shapes (default: same as bottom 0)."""
+        return [bottom_shapes[0]] * len(self.param.top)
+
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
+        """Top shapes for new bottom shapes (Caffe's Reshape); parameters already exist, so setup again."""
+        return self.setup(bottom_shapes)
+
+    def forward(self, bottoms: list[torch.Tensor]) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def make_param(self, shape: Shape, filler: caffe_pb2.FillerParameter) -> torch.Tensor:
+        """A new float32 parameter tensor on the context's device, filled from the context generator."""
+        values = fill(tuple(int(d) for d in shape), filler, self.ctx.generator)
+        return values.to(self.ctx.device)
+
+    def __repr__(self) -> str:
+        return f"<{self.type_name} {self.name!r}>"

@@ -1,0 +1,443 @@
+"""Net: a Caffe NetParameter executed with torch, with Caffe's blob/param bookkeeping (net.cpp).
+
+Semantics kept from Caffe's Net: layers filtered by NetStateRules; in-place layers reuse their bottom's
+blob name; a blob read by several layers needs no Split layer (autograd sums the gradients, as Split's
+backward does); the loss is the sum over tops of loss_weight * sum(top); net outputs are the blobs no
+later layer consumes, listed in name order (Caffe keeps them in a std::set); parameters named in a
+ParamSpec are shared by name, the first layer owning the tensor, and a sharer's lr_mult/decay_mult must
+agree with the owner's when both are given.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pixsent.caffe.proto import caffe_pb2
+from pixsent.engine.blob import Blob
+from pixsent.engine.context import NetContext
+from pixsent.engine.filtering import filter_net
+from pixsent.engine.layers.base import Layer
+from pixsent.engine.registry import create_layer
+from pixsent.errors import NetError
+
+ModelSource = str | os.PathLike[str] | caffe_pb2.NetParameter
+
+
+def _load_net_param(model: ModelSource) -> caffe_pb2.NetParameter:
+    """A private, upgraded copy of the net definition (prototxt path or NetParameter)."""
+    from pixsent.formats.upgrade import upgrade_net
+
+    if isinstance(model, caffe_pb2.NetParameter):
+        param = caffe_pb2.NetParameter()
+        param.CopyFrom(model)
+        return upgrade_net(param, "<NetParameter>")
+    from pixsent.formats.prototxt import read_net
+
+    return read_net(model)
+
+
+def _dist_rank_world() -> tuple[int, int]:
+    """(rank, world size) of an initialised torch.distributed group, else (0, 1)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class Net:
+    """A Caffe network on torch; see docs/ARCHITECTURE.md "Engine interfaces" for the contract."""
+
+    def __init__(
+        self,
+        model: ModelSource,
+        phase: int,
+        *,
+        weights: str | os.PathLike[str] | None = None,
+        stages: Iterable[str] = (),
+        level: int = 0,
+        device: str | torch.device = "cpu",
+        seed: int | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        param = _load_net_param(model)
+        param.state.phase = phase
+        param.state.stage.extend(stages)
+        param.state.level = level
+        self.source = str(model) if not isinstance(model, caffe_pb2.NetParameter) else "<NetParameter>"
+        self.param = filter_net(param)
+        self.name = self.param.name
+        self.phase = phase
+        r, w = _dist_rank_world()
+        self.ctx = NetContext(
+            device=torch.device(device),
+            phase=phase,
+            seed=seed,
+            rank=r if rank is None else rank,
+            world_size=w if world_size is None else world_size,
+        )
+        self.force_backward = bool(self.param.force_backward)
+        self.keep_blob_diffs = False
+        self.layers: list[Layer] = []
+        self.layer_names: list[str] = []
+        self.blobs: dict[str, Blob] = {}
+        self.bottom_names: list[list[str]] = []
+        self.top_names: list[list[str]] = []
+        self.inputs: list[str] = []
+        self.blob_loss_weights: dict[str, float] = {}
+        self._loss_tops: list[list[tuple[int, float]]] = []
+        self._in_place: list[list[bool]] = []
+        self._propagate: list[list[bool]] = []
+        self._loss: torch.Tensor | None = None
+        self._graph = False
+        self._grad_sources: dict[str, torch.Tensor] = {}
+        self._build()
+        self._share_by_name()
+        self._collect_params(set_requires_grad=True)
+        if phase == caffe_pb2.TRAIN:
+            self.clear_param_diffs()
+        if weights:
+            self.copy_trained_layers_from(weights)
+
+    # -- construction -----------------------------------------------------------------------------
+    def _build(self) -> None:
+        available: list[str] = []
+        for lp in self.param.layer:
+            if not lp.HasField("phase"):
+                lp.phase = self.phase
+            if lp.name in self.layer_names:
+                raise NetError(f"{self.source}: duplicate layer name {lp.name!r}")
+            layer = create_layer(lp, self.ctx)
+            bottoms = list(lp.bottom)
+            for b in bottoms:
+                if b not in self.blobs:
+                    raise NetError(f"layer {lp.name!r}: unknown bottom blob {b!r}")
+                if b not in available:
+                    raise NetError(f"layer {lp.name!r}: bottom blob {b!r} was consumed by an earlier layer")
+            if lp.propagate_down and len(lp.propagate_down) != len(bottoms):
+                raise NetError(f"layer {lp.name!r}: propagate_down needs one value per bottom")
+            shapes = layer.setup([self.blobs[b].shape for b in bottoms])
+            tops = list(lp.top)
+            if len(shapes) != len(tops):
+                raise NetError(f"layer {lp.name!r}: {lp.type} makes {len(shapes)} tops, {len(tops)} named")
+            if lp.loss_weight and len(lp.loss_weight) > len(tops):
+                raise NetError(f"layer {lp.name!r}: {len(lp.loss_weight)} loss_weights for {len(tops)} tops")
+            for b in bottoms:
+                available.remove(b)
+            in_place = []
+            for top, shape in zip(tops, shapes):
+                if top in bottoms:
+                    self.blobs[top]._shape = tuple(shape)
+                    in_place.append(True)
+                elif top in self.blobs:
+                    raise NetError(f"layer {lp.name!r}: top blob {top!r} produced by multiple sources")
+                else:
+                    self.blobs[top] = Blob(top, shape, device=self.ctx.device)
+                    in_place.append(False)
+                available.append(top)
+            if layer.owns_tops:
+                layer.top_blobs = [self.blobs[t] for t in tops]
+                if lp.type == "Input":
+                    self.inputs.extend(tops)
+            weights = [(i, float(w)) for i, w in enumerate(lp.loss_weight) if w != 0]
+            for i, top in enumerate(tops):
+                self.blob_loss_weights[top] = float(lp.loss_weight[i]) if i < len(lp.loss_weight) else 0.0
+            self.layers.append(layer)
+            self.layer_names.append(lp.name)
+            self.bottom_names.append(bottoms)
+            self.top_names.append(tops)
+            self._loss_tops.append(weights)
+            self._in_place.append(in_place)
+            self._propagate.append(list(lp.propagate_down) or [True] * len(bottoms))
+        self.outputs = sorted(available)
+
+    def _share_by_name(self) -> None:
+        """Replace parameters whose ParamSpec names an earlier owner by the owner's tensor."""
+        owners: dict[str, tuple[torch.Tensor, str]] = {}
+        for layer in self.layers:
+            for i, spec in enumerate(layer.param.param[: len(layer.blobs)]):
+                if not spec.name:
+                    continue
+                if spec.name not in owners:
+                    owners[spec.name] = (layer.blobs[i], layer.name)
+                    continue
+                owner, owner_layer = owners[spec.name]
+                mine = layer.blobs[i]
+                strict = spec.share_mode != caffe_pb2.ParamSpec.PERMISSIVE
+                if tuple(owner.shape) != tuple(mine.shape):
+                    how = "strict" if strict else "permissive (count-only)"
+                    raise NetError(
+                        f"layer {layer.name!r}: shared param {spec.name!r} has shape {tuple(mine.shape)} but "
+                        f"owner layer {owner_layer!r} has {tuple(owner.shape)} ({how})"
+                    )
+                layer.blobs[i] = owner
+
+    def _collect_params(self, set_requires_grad: bool = False) -> None:
+        """Build params / learnable_params / params_lr / params_weight_decay in Caffe's order."""
+        self.params: dict[str, list[Blob]] = {}
+        self.learnable_params: list[torch.Tensor] = []
+        self.learnable_param_names: list[str] = []
+        self.params_lr: list[float] = []
+        self.params_weight_decay: list[float] = []
+        seen: dict[int, int] = {}
+        has_lr: list[bool] = []
+        has_decay: list[bool] = []
+        for layer in self.layers:
+            if not layer.blobs:
+                continue
+            self.params[layer.name] = [
+                Blob(f"{layer.name}/{i}", device=self.ctx.device, tensor=t, is_param=True)
+                for i, t in enumerate(layer.blobs)
+            ]
+            for i, t in enumerate(layer.blobs):
+                spec = layer.param.param[i] if i < len(layer.param.param) else caffe_pb2.ParamSpec()
+                key = id(t)
+                if key not in seen:
+                    seen[key] = len(self.learnable_params)
+                    self.learnable_params.append(t)
+                    self.learnable_param_names.append(f"{layer.name}/{i}")
+                    self.params_lr.append(float(spec.lr_mult))
+                    self.params_weight_decay.append(float(spec.decay_mult))
+                    has_lr.append(spec.HasField("lr_mult"))
+                    has_decay.append(spec.HasField("decay_mult"))
+                    continue
+                j = seen[key]
+                for field, values, flags in (
+                    ("lr_mult", self.params_lr, has_lr),
+                    ("decay_mult", self.params_weight_decay, has_decay),
+                ):
+                    if not spec.HasField(field):
+                        continue
+                    value = float(getattr(spec, field))
+                    if flags[j] and values[j] != value:
+                        raise NetError(
+                            f"layer {layer.name!r}: shared param {spec.name!r} has mismatched {field} "
+                            f"({value} vs {values[j]})"
+                        )
+                    values[j], flags[j] = value, True
+        if set_requires_grad:
+            for t, lr in zip(self.learnable_params, self.params_lr):
+                t.requires_grad_(lr != 0)
+
+    # -- running ----------------------------------------------------------------------------------
+    def _index(self, name: str | None, default: int) -> int:
+        if name is None:
+            return default
+        try:
+            return self.layer_names.index(name)
+        except ValueError:
+            raise NetError(f"no layer named {name!r} in net {self.name!r}") from None
+
+    @property
+    def wants_blob_diffs(self) -> bool:
+        """True when blob diffs are kept (force_backward or keep_blob_diffs)."""
+        return self.force_backward or self.keep_blob_diffs
+
+    def _grad_wanted(self) -> bool:
+        return self.phase == caffe_pb2.TRAIN or self.wants_blob_diffs
+
+    def forward(self, start: str | None = None, end: str | None = None) -> float:
+        """Run layers start..end (inclusive, by name) and return the weighted loss of those layers."""
+        return self._forward(
+            self._index(start, 0), self._index(end, len(self.layers) - 1), self._grad_wanted()
+        )
+
+    def _forward(self, i0: int, i1: int, grad: bool) -> float:
+        keep = self.wants_blob_diffs
+        loss: torch.Tensor | None = None
+        self._grad_sources = {}
+        with torch.set_grad_enabled(grad):
+            for i in range(i0, i1 + 1):
+                layer = self.layers[i]
+                bottoms = [self.blobs[b].tensor for b in self.bottom_names[i]]
+                if grad:
+                    bottoms = [b if p else b.detach() for b, p in zip(bottoms, self._propagate[i])]
+                tops = layer.forward(bottoms)
+                if layer.owns_tops and grad and keep:
+                    for t in tops:
+                        if t.is_leaf:
+                            t.requires_grad_(True)
+                            t.grad = None
+                for name, t, in_place in zip(self.top_names[i], tops, self._in_place[i]):
+                    self.blobs[name].tensor = t
+                    if keep and grad and not in_place and t.requires_grad:
+                        if not t.is_leaf:
+                            t.retain_grad()
+                        self._grad_sources[name] = t
+                for j, w in self._loss_tops[i]:
+                    term = tops[j].sum() * w if w != 1 else tops[j].sum()
+                    loss = term if loss is None else loss + term
+        self._loss = loss if grad else None
+        self._graph = grad
+        return float(loss.detach()) if loss is not None else 0.0
+
+    def backward(
+        self,
+        start: str | None = None,
+        end: str | None = None,
+        top_diffs: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
+        """Back-propagate the last forward's loss (plus ``top_diffs`` set on output blobs); parameter
+        gradients accumulate into ``.grad`` like Caffe's param diffs."""
+        if self._index(start, len(self.layers) - 1) != len(self.layers) - 1 or self._index(end, 0) != 0:
+            raise NetError("backward over a partial layer range is not supported; use the full range")
+        if not self._graph:
+            self._forward(0, len(self.layers) - 1, True)
+        roots: list[torch.Tensor] = []
+        grads: list[torch.Tensor] = []
+        if self._loss is not None and self._loss.requires_grad:
+            roots.append(self._loss)
+            grads.append(torch.ones_like(self._loss))
+        for name, diff in (top_diffs or {}).items():
+            t = self.blobs[name].tensor
+            if t.requires_grad:
+                roots.append(t)
+                grads.append(
+                    torch.as_tensor(np.asarray(diff, dtype=np.float32), device=t.device).reshape(t.shape)
+                )
+        if roots:
+            torch.autograd.backward(roots, grads)
+        for name, src in self._grad_sources.items():
+            g = src.grad
+            self.blobs[name].grad_tensor = g if g is not None else torch.zeros_like(src)
+        self._loss = None
+        self._graph = False
+
+    def forward_backward(self) -> float:
+        """One forward and backward pass; returns the loss (Caffe's ForwardBackward)."""
+        loss = self.forward()
+        self.backward()
+        return loss
+
+    def clear_param_diffs(self) -> None:
+        """Zero every learnable parameter's gradient (Caffe's ClearParamDiffs)."""
+        for t in self.learnable_params:
+            if t.grad is None:
+                t.grad = torch.zeros_like(t)
+            else:
+                t.grad.zero_()
+
+    def reshape(self) -> None:
+        """Propagate input blob shapes through every layer (Caffe's Net::Reshape)."""
+        for layer, bottoms, tops in zip(self.layers, self.bottom_names, self.top_names):
+            shapes = layer.reshape([self.blobs[b].shape for b in bottoms])
+            for name, shape in zip(tops, shapes):
+                blob = self.blobs[name]
+                if tuple(shape) != blob.shape:
+                    if layer.owns_tops:
+                        blob.reshape(*shape)
+                    else:
+                        blob._shape = tuple(shape)
+                        blob._tensor = None
+                        blob._diff = None
+
+    def output_values(self) -> dict[str, float | np.ndarray]:
+        """Output blob values for logging: floats for one-value blobs, arrays otherwise."""
+        out: dict[str, float | np.ndarray] = {}
+        for name in self.outputs:
+            arr = self.blobs[name].tensor.detach().cpu().numpy()
+            out[name] = float(arr.reshape(-1)[0]) if arr.size == 1 else arr.copy()
+        return out
+
+    # -- weights ----------------------------------------------------------------------------------
+    def copy_trained_layers_from(self, source: ModelSource) -> None:
+        """Caffe's CopyTrainedLayersFrom: blobs copied by layer name; absent layers ignored; a blob count
+        or shape mismatch raises NetError naming the layer and both shapes. A comma-separated string
+        names several caffemodels, applied in order."""
+        if isinstance(source, caffe_pb2.NetParameter):
+            self._copy_from_param(source, "<NetParameter>")
+            return
+        for path in str(source).split(","):
+            from pixsent.formats.caffemodel import read_caffemodel
+
+            self._copy_from_param(read_caffemodel(path.strip()), path.strip())
+
+    def _copy_from_param(self, src: caffe_pb2.NetParameter, origin: str) -> None:
+        from pixsent.formats.blob import blob_shape, blob_to_array, legacy_shape_equals
+
+        if src.layers and not src.layer:
+            from pixsent.formats.upgrade import upgrade_net
+
+            copy = caffe_pb2.NetParameter()
+            copy.CopyFrom(src)
+            src = upgrade_net(copy, origin)
+        index = {n: i for i, n in enumerate(self.layer_names)}
+        with torch.no_grad():
+            for sl in src.layer:
+                i = index.get(sl.name)
+                if i is None:
+                    continue
+                target = self.layers[i].blobs
+                if len(target) != len(sl.blobs):
+                    raise NetError(
+                        f"{origin}: layer {sl.name!r} has {len(sl.blobs)} blobs, "
+                        f"the net's layer has {len(target)}"
+                    )
+                for j, (t, b) in enumerate(zip(target, sl.blobs)):
+                    shape = tuple(t.shape)
+                    if blob_shape(b) != shape and not legacy_shape_equals(b, shape):
+                        raise NetError(
+                            f"{origin}: cannot copy param {j} of layer {sl.name!r}: source shape "
+                            f"{blob_shape(b)} does not match target shape {shape}"
+                        )
+                    arr = blob_to_array(b, source=origin).reshape(shape)
+                    t.copy_(torch.from_numpy(np.ascontiguousarray(arr)).to(t.device))
+
+    def share_weights(self, other: Net) -> None:
+        """Use ``other``'s parameter tensors for layers of the same name (Caffe's ShareTrainedLayersWith)."""
+        theirs = dict(zip(other.layer_names, other.layers))
+        for layer in self.layers:
+            src = theirs.get(layer.name)
+            if src is None or not src.blobs:
+                continue
+            if len(src.blobs) != len(layer.blobs):
+                raise NetError(
+                    f"layer {layer.name!r}: {len(src.blobs)} shared blobs for a layer with {len(layer.blobs)}"
+                )
+            for j, (mine, t) in enumerate(zip(layer.blobs, src.blobs)):
+                if tuple(mine.shape) != tuple(t.shape):
+                    raise NetError(
+                        f"layer {layer.name!r}: cannot share param {j}: "
+                        f"shape {tuple(t.shape)} vs {tuple(mine.shape)}"
+                    )
+            layer.blobs[:] = list(src.blobs)
+        self._collect_params()
+
+    def to_proto(self, write_diff: bool = False) -> caffe_pb2.NetParameter:
+        """Caffe's Net::ToProto: the net name and every layer's parameter with its blobs in ``shape`` form."""
+        from pixsent.formats.blob import array_to_blob
+
+        out = caffe_pb2.NetParameter(name=self.name)
+        for layer in self.layers:
+            lp = out.layer.add()
+            lp.CopyFrom(layer.param)
+            del lp.blobs[:]
+            for t in layer.blobs:
+                data = t.detach().cpu().numpy()
+                diff = None
+                if write_diff:
+                    g = t.grad
+                    diff = g.detach().cpu().numpy() if g is not None else np.zeros_like(data)
+                lp.blobs.append(array_to_blob(data, diff=diff))
+        return out
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the weights as a binary caffemodel (atomically)."""
+        from pixsent.formats.caffemodel import write_caffemodel
+
+        return write_caffemodel(self.to_proto(), path)
+
+    def close(self) -> None:
+        """Stop background work (data prefetch threads)."""
+        for layer in self.layers:
+            stop = getattr(layer, "close", None)
+            if stop is not None:
+                stop()
+
+    def __repr__(self) -> str:
+        return f"<Net {self.name!r} phase={caffe_pb2.Phase.Name(self.phase)} layers={len(self.layers)}>"
