@@ -91,3 +91,45 @@ def test_agrees_with_opencv_caffe_importer(mini):
     net.blobs["data"].data[...] = x
     net.forward()
     assert rel(net.blobs["prob"].data, theirs.reshape(2, 3)) <= 1e-4
+
+
+def test_solver_run_test_phase_blobs(golden, monkeypatch):
+    """Data layer (LMDB, mean_file, scale), LRN defaults, group conv, ceil and AVE-with-pad pooling."""
+    monkeypatch.chdir(golden / "solver_run")
+    net = Net("net.prototxt", caffe_pb2.TEST, weights="init.caffemodel")
+    try:
+        net.forward()
+        ref = np.load("init_test_blobs.npz")
+        assert list(net.blobs) == list(ref.files)
+        for name in ref.files:
+            assert rel(net.blobs[name].data, ref[name]) <= TOL, name
+        # the transform is bitwise Caffe's: (uint8 - mean) * 0.0078125 in float32
+        assert np.array_equal(net.blobs["data"].data, ref["data"])
+        assert net.outputs == ["accuracy", "loss"]
+    finally:
+        net.close()
+
+
+def test_solver_run_train_net_saves_like_caffe(golden, monkeypatch, tmp_path):
+    monkeypatch.chdir(golden / "solver_run")
+    net = Net("net.prototxt", caffe_pb2.TRAIN, weights="init.caffemodel")
+    try:
+        assert net.learnable_param_names == [
+            "conv1/0",
+            "conv1/1",
+            "conv2/0",
+            "conv2/1",
+            "ip1/0",
+            "ip1/1",
+            "ip2/0",
+            "ip2/1",
+        ]
+        assert net.params_lr == [1, 2, 1, 1, 0, 1, 10, 20]
+        assert net.params_weight_decay == [1, 0, 1, 1, 1, 0, 1, 0]
+        assert net.to_proto().SerializeToString() == (golden / "solver_run" / "init.caffemodel").read_bytes()
+        net.forward()
+        net.backward()
+        assert not net.params["ip1"][0].diff.any()  # lr_mult 0: Caffe computes no diff
+        assert net.params["ip1"][1].diff.any()
+    finally:
+        net.close()

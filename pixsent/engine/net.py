@@ -117,8 +117,6 @@ class Net:
             for b in bottoms:
                 if b not in self.blobs:
                     raise NetError(f"layer {lp.name!r}: unknown bottom blob {b!r}")
-                if b not in available:
-                    raise NetError(f"layer {lp.name!r}: bottom blob {b!r} was consumed by an earlier layer")
             if lp.propagate_down and len(lp.propagate_down) != len(bottoms):
                 raise NetError(f"layer {lp.name!r}: propagate_down needs one value per bottom")
             shapes = layer.setup([self.blobs[b].shape for b in bottoms])
@@ -128,7 +126,8 @@ class Net:
             if lp.loss_weight and len(lp.loss_weight) > len(tops):
                 raise NetError(f"layer {lp.name!r}: {len(lp.loss_weight)} loss_weights for {len(tops)} tops")
             for b in bottoms:
-                available.remove(b)
+                if b in available:
+                    available.remove(b)
             in_place = []
             for top, shape in zip(tops, shapes):
                 if top in bottoms:

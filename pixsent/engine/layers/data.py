@@ -1,14 +1,21 @@
-"""Data layers: Input and DummyData here; Data (LMDB) and ImageData in data_sources.py."""
+"""Data layers: Input, DummyData, Data (LMDB) and ImageData (image list), the last two prefetching."""
 
 from __future__ import annotations
 
+import queue
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
 import torch
 
 from pixsent.caffe.proto import caffe_pb2
 from pixsent.engine.fillers import fill
 from pixsent.engine.layers.base import Layer, Shape
 from pixsent.engine.registry import register_layer
-from pixsent.errors import NetError
+from pixsent.engine.transform import DataTransformer
+from pixsent.errors import DataError, NetError
 
 
 @register_layer("Input")
@@ -68,3 +75,205 @@ class DummyData(Layer):
                 fill(s, f, self.ctx.generator).to(self.ctx.device) for s, f in zip(self.shapes, self.fillers)
             ]
         return list(self._cache)
+
+
+class _PrefetchingData(Layer):
+    """Base of Data and ImageData: a background thread fills a queue of ``prefetch`` ready batches.
+
+    The thread is the only reader of the source, so batches keep the source order. With
+    ``ctx.world_size`` W > 1, every rank walks the same global sequence of ``batch_size`` items (and the
+    same random draws) and keeps the contiguous slice [rank * b / W, (rank + 1) * b / W), so W ranks
+    together see exactly the batch one process would.
+    """
+
+    prefetch_count = 4
+
+    def batch_size(self) -> int:
+        raise NotImplementedError
+
+    def transform_param(self) -> caffe_pb2.TransformationParameter:
+        return self.param.transform_param
+
+    def open_source(self) -> Iterator[tuple[np.ndarray, float]]:
+        """Endless (C x H x W image, label) pairs in source order."""
+        raise NotImplementedError
+
+    def setup(self, bottom_shapes: list[Shape]) -> list[Shape]:
+        if getattr(self, "_thread", None) is not None:
+            return list(self._shapes)
+        b = self.batch_size()
+        if b <= 0:
+            raise NetError(f"layer {self.name!r}: batch_size must be positive")
+        world, rank = self.ctx.world_size, self.ctx.rank
+        if b % world:
+            raise NetError(f"layer {self.name!r}: batch_size {b} does not divide among {world} ranks")
+        self.global_batch = b
+        self.lo, self.hi = rank * b // world, (rank + 1) * b // world
+        seed = int(torch.randint(0, 2**62, (1,), generator=self.ctx.generator).item())
+        self.rng = np.random.default_rng(seed)
+        self.transformer = DataTransformer(self.transform_param(), self.phase, self.rng, self.name)
+        self._items = self.open_source()
+        first, first_label = next(self._items)
+        self._pending: list[tuple[np.ndarray, float]] = [(first, first_label)]
+        c, h, w = self.transformer.out_shape(*first.shape)
+        self.item_shape = (c, h, w)
+        local = self.hi - self.lo
+        self._shapes = [(local, c, h, w), (local,)][: len(self.param.top)]
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, self.prefetch_count))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"prefetch-{self.name}", daemon=True)
+        self._thread.start()
+        return list(self._shapes)
+
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
+        return list(self._shapes)
+
+    def _next_item(self) -> tuple[np.ndarray, float]:
+        if self._pending:
+            return self._pending.pop()
+        return next(self._items)
+
+    def _load_batch(self) -> tuple[np.ndarray, np.ndarray]:
+        data = np.empty((self.hi - self.lo, *self.item_shape), dtype=np.float32)
+        labels = np.empty((self.hi - self.lo,), dtype=np.float32)
+        for k in range(self.global_batch):
+            image, label = self._next_item()
+            draw = self.transformer.draw(image.shape[1], image.shape[2])
+            if not self.lo <= k < self.hi:
+                continue
+            if self.transformer.out_shape(*image.shape) != self.item_shape:
+                raise DataError(
+                    f"layer {self.name!r}: item of shape {image.shape} does not fit the batch shape "
+                    f"{self.item_shape} (set crop_size or resize)"
+                )
+            self.transformer.apply(image, draw, out=data[k - self.lo])
+            labels[k - self.lo] = label
+        return data, labels
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                item: object = self._load_batch()
+            except BaseException as exc:  # handed to the consumer, which re-raises it
+                item = exc
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if isinstance(item, BaseException):
+                return
+
+    def forward(self, bottoms: list[torch.Tensor]) -> list[torch.Tensor]:
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        data, labels = item
+        dev = self.ctx.device
+        tops = [torch.from_numpy(data), torch.from_numpy(labels)][: len(self.param.top)]
+        if dev.type != "cpu":
+            tops = [t.pin_memory().to(dev, non_blocking=True) for t in tops]
+        return tops
+
+    def close(self) -> None:
+        """Stop the prefetch thread."""
+        stop = getattr(self, "_stop", None)
+        if stop is not None:
+            stop.set()
+            self._thread.join(timeout=5)
+
+    def __del__(self) -> None:
+        stop = getattr(self, "_stop", None)
+        if stop is not None:
+            stop.set()
+
+
+@register_layer("Data")
+class Data(_PrefetchingData):
+    """Batches of Datums from an LMDB (data_param.source, relative to the working directory), keys in
+    order, wrapping to the first key after the last; ``rand_skip`` skips a random number of items first."""
+
+    def batch_size(self) -> int:
+        return int(self.param.data_param.batch_size)
+
+    def open_source(self) -> Iterator[tuple[np.ndarray, float]]:
+        p = self.param.data_param
+        if p.backend != caffe_pb2.DataParameter.LMDB:
+            raise NetError(f"layer {self.name!r}: only the LMDB backend is supported (set backend: LMDB)")
+        self.prefetch_count = int(p.prefetch)
+        from pixsent.formats.datum import datum_to_array, parse_datum
+        from pixsent.formats.lmdb_io import LMDBReader
+
+        reader = LMDBReader(p.source)
+        is_color = not self.param.transform_param.force_gray
+        skip = int(self.rng.integers(0, p.rand_skip + 1)) if p.rand_skip else 0
+
+        def items() -> Iterator[tuple[np.ndarray, float]]:
+            for n, (key, value) in enumerate(reader.cycle()):
+                if n < skip:
+                    continue
+                where = f"{p.source}: key {key.decode(errors='replace')}"
+                datum = parse_datum(value, where)
+                yield datum_to_array(datum, is_color, where), float(datum.label)
+
+        return items()
+
+
+@register_layer("ImageData")
+class ImageData(_PrefetchingData):
+    """Batches of images listed in a text file ("path label" per line, root_folder prefixed), read with
+    OpenCV and resized to new_height x new_width with INTER_LINEAR; ``shuffle`` reshuffles every epoch."""
+
+    def batch_size(self) -> int:
+        return int(self.param.image_data_param.batch_size)
+
+    def open_source(self) -> Iterator[tuple[np.ndarray, float]]:
+        import cv2
+
+        p = self.param.image_data_param
+        try:
+            text = Path(p.source).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise DataError(f"{p.source}: cannot read image list ({exc.strerror})") from None
+        lines: list[tuple[str, float]] = []
+        for n, line in enumerate(text.splitlines(), 1):
+            line = line.rstrip()
+            if not line:
+                continue
+            path, _, label = line.rpartition(" ")
+            try:
+                lines.append((path, float(int(label))))
+            except ValueError:
+                raise DataError(f"{p.source}:{n}: expected 'path label', got {line!r}") from None
+        if not lines:
+            raise DataError(f"{p.source}: image list is empty")
+        if p.new_height and not p.new_width or p.new_width and not p.new_height:
+            raise DataError(f"layer {self.name!r}: new_height and new_width must be set together")
+        flag = cv2.IMREAD_COLOR if p.is_color else cv2.IMREAD_GRAYSCALE
+        rng = self.rng
+        skip = int(rng.integers(0, p.rand_skip + 1)) if p.rand_skip else 0
+
+        def items() -> Iterator[tuple[np.ndarray, float]]:
+            order = list(lines)
+            if p.shuffle:
+                rng.shuffle(order)
+            n = 0
+            while True:
+                for path, label in order:
+                    n += 1
+                    if n <= skip:
+                        continue
+                    full = p.root_folder + path
+                    img = cv2.imread(full, flag)
+                    if img is None:
+                        raise DataError(f"{p.source}: could not read image {full}")
+                    if p.new_height:
+                        img = cv2.resize(img, (p.new_width, p.new_height), interpolation=cv2.INTER_LINEAR)
+                    if img.ndim == 2:
+                        img = img[:, :, None]
+                    yield np.ascontiguousarray(img.transpose(2, 0, 1)), label
+                if p.shuffle:
+                    rng.shuffle(order)
+
+        return items()

@@ -1,0 +1,95 @@
+"""Caffe's DataTransformer: crop, mirror, mean subtraction and scale of one C x H x W image, in float32.
+
+Per image (data_transformer.cpp): the mirror coin is drawn first (only when ``mirror: true``), then in
+TRAIN a crop offset uniform in [0, H - crop] and [0, W - crop]; TEST crops the centre ((H - crop) // 2).
+Each output value is (pixel - mean) * scale in float32, the mean being the mean image's pixel at the
+same (uncropped, unmirrored) position, or the per-channel mean_value (one value applies to every channel).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pixsent.caffe.proto import caffe_pb2
+from pixsent.errors import DataError
+
+
+@dataclass(frozen=True)
+class TransformDraw:
+    """The random choices for one image: crop offsets and whether to mirror."""
+
+    h_off: int
+    w_off: int
+    mirror: bool
+
+
+class DataTransformer:
+    """Applies a TransformationParameter to uint8 (or float) C x H x W arrays."""
+
+    def __init__(
+        self, param: caffe_pb2.TransformationParameter, phase: int, rng: np.random.Generator, layer: str = ""
+    ) -> None:
+        self.param = param
+        self.train = phase == caffe_pb2.TRAIN
+        self.rng = rng
+        self.layer = layer
+        self.scale = np.float32(param.scale)
+        self.crop = int(param.crop_size)
+        self.mean: np.ndarray | None = None
+        self.mean_values: np.ndarray | None = None
+        if param.mean_file and param.mean_value:
+            raise DataError(f"layer {layer!r}: specify mean_file or mean_value, not both")
+        if param.mean_file:
+            from pixsent.formats.binaryproto import read_mean
+
+            self.mean = np.ascontiguousarray(read_mean(param.mean_file), dtype=np.float32)
+        elif param.mean_value:
+            self.mean_values = np.asarray(param.mean_value, dtype=np.float32)
+
+    def out_shape(self, c: int, h: int, w: int) -> tuple[int, int, int]:
+        """Shape of a transformed C x H x W image."""
+        return (c, self.crop, self.crop) if self.crop else (c, h, w)
+
+    def draw(self, h: int, w: int) -> TransformDraw:
+        """Random (TRAIN) or centred (TEST) crop offsets and the mirror coin, in Caffe's draw order."""
+        mirror = bool(self.param.mirror) and bool(self.rng.integers(0, 2))
+        if not self.crop:
+            return TransformDraw(0, 0, mirror)
+        if h < self.crop or w < self.crop:
+            raise DataError(f"layer {self.layer!r}: crop_size {self.crop} larger than the image {h}x{w}")
+        if self.train:
+            return TransformDraw(
+                int(self.rng.integers(0, h - self.crop + 1)),
+                int(self.rng.integers(0, w - self.crop + 1)),
+                mirror,
+            )
+        return TransformDraw((h - self.crop) // 2, (w - self.crop) // 2, mirror)
+
+    def apply(self, image: np.ndarray, d: TransformDraw, out: np.ndarray | None = None) -> np.ndarray:
+        """(image - mean) * scale over the crop, mirrored when drawn; float32 C x H' x W'."""
+        c, h, w = image.shape
+        ch, cw = (self.crop, self.crop) if self.crop else (h, w)
+        window = (slice(None), slice(d.h_off, d.h_off + ch), slice(d.w_off, d.w_off + cw))
+        x = image[window].astype(np.float32)
+        if self.mean is not None:
+            if self.mean.shape != image.shape:
+                raise DataError(
+                    f"layer {self.layer!r}: mean_file shape {self.mean.shape} "
+                    f"differs from the data {image.shape}"
+                )
+            x -= self.mean[window]
+        elif self.mean_values is not None:
+            mv = self.mean_values
+            if mv.size not in (1, c):
+                raise DataError(f"layer {self.layer!r}: {mv.size} mean_values for {c} channels")
+            x -= mv.reshape(-1, 1, 1) if mv.size == c else mv[0]
+        if self.scale != 1:
+            x *= self.scale
+        if d.mirror:
+            x = x[:, :, ::-1]
+        if out is not None:
+            out[...] = x
+            return out
+        return np.ascontiguousarray(x)
