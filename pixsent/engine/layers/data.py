@@ -15,7 +15,7 @@ from pixsent.engine.fillers import fill
 from pixsent.engine.layers.base import Layer, Shape
 from pixsent.engine.registry import register_layer
 from pixsent.engine.transform import DataTransformer
-from pixsent.errors import DataError, NetError
+from pixsent.errors import DataError, FormatError, NetError
 
 
 @register_layer("Input")
@@ -77,6 +77,84 @@ class DummyData(Layer):
         return list(self._cache)
 
 
+class _BatchLoader:
+    """Assembles transformed batches from an endless item iterator (runs on the prefetch thread)."""
+
+    def __init__(
+        self,
+        items: Iterator[tuple[np.ndarray, float]],
+        transformer: DataTransformer,
+        global_batch: int,
+        lo: int,
+        hi: int,
+        layer: str,
+    ) -> None:
+        self.items, self.transformer, self.layer = items, transformer, layer
+        self.global_batch, self.lo, self.hi = global_batch, lo, hi
+        first = next(items)
+        self.pending = [first]
+        self.item_shape = transformer.out_shape(*first[0].shape)
+
+    def _next(self) -> tuple[np.ndarray, float]:
+        return self.pending.pop() if self.pending else next(self.items)
+
+    def load(self) -> tuple[np.ndarray, np.ndarray]:
+        """The next global batch's random draws, and this rank's slice of transformed images and labels."""
+        data = np.empty((self.hi - self.lo, *self.item_shape), dtype=np.float32)
+        labels = np.empty((self.hi - self.lo,), dtype=np.float32)
+        for k in range(self.global_batch):
+            image, label = self._next()
+            draw = self.transformer.draw(image.shape[1], image.shape[2])
+            if not self.lo <= k < self.hi:
+                continue
+            if self.transformer.out_shape(*image.shape) != self.item_shape:
+                raise DataError(
+                    f"layer {self.layer!r}: item of shape {image.shape} does not fit the batch shape "
+                    f"{self.item_shape} (set crop_size or resize)"
+                )
+            self.transformer.apply(image, draw, out=data[k - self.lo])
+            labels[k - self.lo] = label
+        return data, labels
+
+
+class _Prefetcher:
+    """A daemon thread keeping up to ``count`` loaded batches in a queue, in load order.
+
+    It holds no reference to its layer, so dropping the net lets the layer's finaliser stop it.
+    """
+
+    def __init__(self, loader: _BatchLoader, count: int, name: str) -> None:
+        self.loader = loader
+        self.queue: queue.Queue = queue.Queue(maxsize=max(1, count))
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"prefetch-{name}", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                item: object = self.loader.load()
+            except BaseException as exc:  # handed to the consumer, which re-raises it
+                item = exc
+            while not self.stop_event.is_set():
+                try:
+                    self.queue.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if isinstance(item, BaseException):
+                return
+
+    def get(self) -> tuple[np.ndarray, np.ndarray]:
+        item = self.queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+
 class _PrefetchingData(Layer):
     """Base of Data and ImageData: a background thread fills a queue of ``prefetch`` ready batches.
 
@@ -91,15 +169,12 @@ class _PrefetchingData(Layer):
     def batch_size(self) -> int:
         raise NotImplementedError
 
-    def transform_param(self) -> caffe_pb2.TransformationParameter:
-        return self.param.transform_param
-
     def open_source(self) -> Iterator[tuple[np.ndarray, float]]:
         """Endless (C x H x W image, label) pairs in source order."""
         raise NotImplementedError
 
     def setup(self, bottom_shapes: list[Shape]) -> list[Shape]:
-        if getattr(self, "_thread", None) is not None:
+        if getattr(self, "_prefetcher", None) is not None:
             return list(self._shapes)
         b = self.batch_size()
         if b <= 0:
@@ -107,69 +182,20 @@ class _PrefetchingData(Layer):
         world, rank = self.ctx.world_size, self.ctx.rank
         if b % world:
             raise NetError(f"layer {self.name!r}: batch_size {b} does not divide among {world} ranks")
-        self.global_batch = b
-        self.lo, self.hi = rank * b // world, (rank + 1) * b // world
         seed = int(torch.randint(0, 2**62, (1,), generator=self.ctx.generator).item())
         self.rng = np.random.default_rng(seed)
-        self.transformer = DataTransformer(self.transform_param(), self.phase, self.rng, self.name)
-        self._items = self.open_source()
-        first, first_label = next(self._items)
-        self._pending: list[tuple[np.ndarray, float]] = [(first, first_label)]
-        c, h, w = self.transformer.out_shape(*first.shape)
-        self.item_shape = (c, h, w)
-        local = self.hi - self.lo
-        self._shapes = [(local, c, h, w), (local,)][: len(self.param.top)]
-        self._queue: queue.Queue = queue.Queue(maxsize=max(1, self.prefetch_count))
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"prefetch-{self.name}", daemon=True)
-        self._thread.start()
+        transformer = DataTransformer(self.param.transform_param, self.phase, self.rng, self.name)
+        lo, hi = rank * b // world, (rank + 1) * b // world
+        loader = _BatchLoader(self.open_source(), transformer, b, lo, hi, self.name)
+        self._shapes = [(hi - lo, *loader.item_shape), (hi - lo,)][: len(self.param.top)]
+        self._prefetcher = _Prefetcher(loader, self.prefetch_count, self.name)
         return list(self._shapes)
 
     def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         return list(self._shapes)
 
-    def _next_item(self) -> tuple[np.ndarray, float]:
-        if self._pending:
-            return self._pending.pop()
-        return next(self._items)
-
-    def _load_batch(self) -> tuple[np.ndarray, np.ndarray]:
-        data = np.empty((self.hi - self.lo, *self.item_shape), dtype=np.float32)
-        labels = np.empty((self.hi - self.lo,), dtype=np.float32)
-        for k in range(self.global_batch):
-            image, label = self._next_item()
-            draw = self.transformer.draw(image.shape[1], image.shape[2])
-            if not self.lo <= k < self.hi:
-                continue
-            if self.transformer.out_shape(*image.shape) != self.item_shape:
-                raise DataError(
-                    f"layer {self.name!r}: item of shape {image.shape} does not fit the batch shape "
-                    f"{self.item_shape} (set crop_size or resize)"
-                )
-            self.transformer.apply(image, draw, out=data[k - self.lo])
-            labels[k - self.lo] = label
-        return data, labels
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                item: object = self._load_batch()
-            except BaseException as exc:  # handed to the consumer, which re-raises it
-                item = exc
-            while not self._stop.is_set():
-                try:
-                    self._queue.put(item, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            if isinstance(item, BaseException):
-                return
-
     def forward(self, bottoms: list[torch.Tensor]) -> list[torch.Tensor]:
-        item = self._queue.get()
-        if isinstance(item, BaseException):
-            raise item
-        data, labels = item
+        data, labels = self._prefetcher.get()
         dev = self.ctx.device
         tops = [torch.from_numpy(data), torch.from_numpy(labels)][: len(self.param.top)]
         if dev.type != "cpu":
@@ -178,15 +204,71 @@ class _PrefetchingData(Layer):
 
     def close(self) -> None:
         """Stop the prefetch thread."""
-        stop = getattr(self, "_stop", None)
-        if stop is not None:
-            stop.set()
-            self._thread.join(timeout=5)
+        pf = getattr(self, "_prefetcher", None)
+        if pf is not None:
+            pf.stop()
+            pf.thread.join(timeout=5)
 
     def __del__(self) -> None:
-        stop = getattr(self, "_stop", None)
-        if stop is not None:
-            stop.set()
+        pf = getattr(self, "_prefetcher", None)
+        if pf is not None:
+            pf.stop()
+
+
+_LMDB_LOCK = threading.Lock()
+
+
+class _LMDBSource:
+    """Endless (key, value) pairs of an LMDB in key order, wrapping around.
+
+    It reads ``chunk`` entries at a time and closes the environment in between, because an LMDB
+    environment may be open only once per process: a net kept alive must not stop other code (or a
+    second net) from opening the same database.
+    """
+
+    def __init__(self, path: str, chunk: int) -> None:
+        self.path = Path(path)
+        self.chunk = max(16, chunk)
+        self.after: bytes | None = None
+        if not self.path.exists():
+            raise DataError(f"{path}: LMDB not found")
+        if not self._read():
+            raise DataError(f"{path}: LMDB is empty")
+
+    def _read(self) -> list[tuple[bytes, bytes]]:
+        import lmdb
+
+        with _LMDB_LOCK:
+            try:
+                env = lmdb.open(
+                    str(self.path), readonly=True, lock=False, subdir=self.path.is_dir(), readahead=False
+                )
+            except lmdb.Error as exc:
+                raise FormatError(f"{self.path}: not an LMDB ({exc})") from None
+            try:
+                with env.begin(buffers=False) as txn:
+                    cur = txn.cursor()
+                    ok = cur.first() if self.after is None else cur.set_range(self.after)
+                    if ok and self.after is not None and cur.key() == self.after:
+                        ok = cur.next()
+                    out: list[tuple[bytes, bytes]] = []
+                    while ok and len(out) < self.chunk:
+                        out.append((cur.key(), cur.value()))
+                        ok = cur.next()
+            finally:
+                env.close()
+        return out
+
+    def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
+        while True:
+            items = self._read()
+            if not items:
+                if self.after is None:
+                    raise DataError(f"{self.path}: LMDB is empty")
+                self.after = None
+                continue
+            self.after = items[-1][0]
+            yield from items
 
 
 @register_layer("Data")
@@ -203,14 +285,13 @@ class Data(_PrefetchingData):
             raise NetError(f"layer {self.name!r}: only the LMDB backend is supported (set backend: LMDB)")
         self.prefetch_count = int(p.prefetch)
         from pixsent.formats.datum import datum_to_array, parse_datum
-        from pixsent.formats.lmdb_io import LMDBReader
 
-        reader = LMDBReader(p.source)
+        reader = _LMDBSource(p.source, 2 * int(p.batch_size))
         is_color = not self.param.transform_param.force_gray
         skip = int(self.rng.integers(0, p.rand_skip + 1)) if p.rand_skip else 0
 
         def items() -> Iterator[tuple[np.ndarray, float]]:
-            for n, (key, value) in enumerate(reader.cycle()):
+            for n, (key, value) in enumerate(reader):
                 if n < skip:
                     continue
                 where = f"{p.source}: key {key.decode(errors='replace')}"
