@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from pixsent.caffe.proto import caffe_pb2
 from pixsent.engine.net import Net
@@ -131,5 +132,42 @@ def test_solver_run_train_net_saves_like_caffe(golden, monkeypatch, tmp_path):
         net.backward()
         assert not net.params["ip1"][0].diff.any()  # lr_mult 0: Caffe computes no diff
         assert net.params["ip1"][1].diff.any()
+    finally:
+        net.close()
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+@pytest.mark.cuda
+@cuda
+def test_cuda_forward_and_gradients_match(mini):
+    net = Net(
+        mini / "train_nodrop.prototxt",
+        caffe_pb2.TRAIN,
+        weights=str(mini / "weights.caffemodel"),
+        device="cuda",
+    )
+    net.blobs["data"].data = np.load(mini / "input.npy")
+    net.blobs["label"].data = np.load(mini / "labels.npy")
+    loss = net.forward()
+    net.backward()
+    ref = np.load(mini / "grads.npz")
+    assert abs(loss - float(ref["loss"])) <= 1e-4 * float(ref["loss"])
+    for key in net.learnable_param_names:
+        layer, index = key.split("/")
+        assert rel(net.params[layer][int(index)].diff, ref[key]) <= 1e-4, key  # TF32/cuDNN: 1e-4
+
+
+@pytest.mark.cuda
+@cuda
+def test_cuda_data_layer_and_pooling(golden, monkeypatch):
+    monkeypatch.chdir(golden / "solver_run")
+    net = Net("net.prototxt", caffe_pb2.TEST, weights="init.caffemodel", device="cuda")
+    try:
+        net.forward()
+        ref = np.load("init_test_blobs.npz")
+        for name in ref.files:
+            assert rel(net.blobs[name].data, ref[name]) <= 1e-4, name
     finally:
         net.close()

@@ -81,6 +81,10 @@ class Net:
             rank=r if rank is None else rank,
             world_size=w if world_size is None else world_size,
         )
+        if self.ctx.device.type == "cuda":
+            # Caffe computes in full float32: TF32 convolutions/matmuls would miss its numbers by ~1e-3
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         self.force_backward = bool(self.param.force_backward)
         self.keep_blob_diffs = False
         self.layers: list[Layer] = []
