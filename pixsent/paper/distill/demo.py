@@ -3,7 +3,7 @@
 Each post's text is positive or negative (templates with strong lexicon words, plus mentions, links and
 emoji as in tweets), or neutral (then the teacher should not be confident). Its image is drawn from the
 class of the text's polarity, except for a ``noise`` share of posts whose image comes from the other class,
-so the weak labels are as imperfect as real ones. A few exact and re-encoded/resized copies and three bad
+so the weak labels are as imperfect as real ones. A few exact and re-encoded, upscaled copies and three bad
 lines (malformed JSON, no text, missing image) exercise dedup and reporting. The benchmark is a separate
 generated two-class set in the paper's split layout (pixsent.paper.demo), never seen by the student.
 Its numbers say nothing about the paper: it shows that the pieces connect and learn.
@@ -110,12 +110,10 @@ def generate_posts(root: Path, cfg: DistillDemoConfig) -> tuple[Path, dict]:
         lines.append(
             json.dumps({"id": f"copy{j}", "text": make_text(rng, j % 2), "images": [f"images/copy{j}.jpg"]})
         )
-    for j, src in enumerate(("post0002.jpg", "post0003.jpg")):  # re-encoded, resized copies
+    for j, src in enumerate(("post0002.jpg", "post0003.jpg")):  # re-encoded, 2x upscaled copies
         img = cv2.imread(str(images / src))
-        small = cv2.resize(
-            img, (img.shape[1] * 9 // 10, img.shape[0] * 9 // 10), interpolation=cv2.INTER_AREA
-        )
-        cv2.imwrite(str(images / f"resized{j}.jpg"), small, [cv2.IMWRITE_JPEG_QUALITY, 70])
+        big = cv2.resize(img, (img.shape[1] * 2, img.shape[0] * 2), interpolation=cv2.INTER_LINEAR)
+        cv2.imwrite(str(images / f"resized{j}.jpg"), big, [cv2.IMWRITE_JPEG_QUALITY, 85])
         text = make_text(rng, j % 2)
         lines.append(json.dumps({"id": f"resized{j}", "text": text, "images": [f"images/resized{j}.jpg"]}))
     lines += [

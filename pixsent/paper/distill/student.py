@@ -9,7 +9,8 @@ TRAIN phase of the base train_val.prototxt:
   (p_neg, p_pos) stored under exactly the keys of the image LMDB, so both layers, reading keys in order
   with the same batch size, stay aligned batch after batch (how Caffe users fed vector targets);
 * the TRAIN loss is ``SoftmaxCrossEntropyLoss`` (pixsent extension, see engine/layers/soft_loss.py) of the
-  scores against ``soft_label``; the TEST phase keeps SoftmaxWithLoss and Accuracy on the hard labels.
+  scores against ``soft_label``, and a Silence layer consumes the then unused hard label; the TEST phase
+  keeps SoftmaxWithLoss and Accuracy on the hard labels.
 
 Hard-label students use the base recipe's files unchanged, so real Caffe can train them (ENGINE=caffe).
 """
@@ -111,6 +112,10 @@ def soften(net: caffe_pb2.NetParameter, soft_source: Path) -> caffe_pb2.NetParam
     layers = list(out.layer)
     layers.insert(data[0] + 1, soft_data)
     layers.append(soft_loss)
+    if len(train_data.top) > 1:  # the hard label is unused in TRAIN: silence it, or it becomes a net output
+        silence = caffe_pb2.LayerParameter(name="silence_label", type="Silence", bottom=[train_data.top[1]])
+        silence.include.add(phase=caffe_pb2.TRAIN)
+        layers.append(silence)
     del out.layer[:]
     out.layer.extend(layers)
     return out
