@@ -116,7 +116,6 @@ def test_two_process_gloo_equals_one_process(golden, tmp_path):
     """2 gloo processes with half the batch each reach the weights of 1 process with the whole batch
     (1e-5 rel)."""
     from pixsent.engine.net import Net
-
     from pixsent.formats.caffemodel import read_weights
 
     dirs = {}
