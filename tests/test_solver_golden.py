@@ -118,7 +118,8 @@ def test_resume_from_golden_solverstate(work, golden):
         .replace('snapshot_prefix: "snap"', 'snapshot_prefix: "out/snap"')
     )
     (folder / "resume_solver.prototxt").write_text(solver)
-    log = _train(folder, "resume.log", solver="resume_solver.prototxt", snapshot="snap_iter_10.solverstate")
+    # the golden folder already holds real Caffe's resume.log: write ours beside it, never into it
+    log = _train(folder, "ours_resume.log", solver="resume_solver.prototxt", snapshot="snap_iter_10.solverstate")
     ours = read_weights(folder / "out" / "snap_iter_20.caffemodel")
     ref = read_weights(golden / "solver_run" / "snap_iter_20.caffemodel")
     for layer, blobs in ref.items():
@@ -127,6 +128,9 @@ def test_resume_from_golden_solverstate(work, golden):
     parsed = parse_log(log)
     assert list(parsed.test_iters) == [10, 15, 20]  # the test at the resume iteration is re-run
     assert list(parsed.iters) == list(range(10, 21))
+    ref_log = parse_log(golden / "solver_run" / "resume.log")
+    assert list(parsed.test_iters) == list(ref_log.test_iters)
+    assert rel(parsed.test_outputs["loss"], ref_log.test_outputs["loss"]) < TOL
 
 
 @pytest.mark.parametrize("kind", TYPES)
