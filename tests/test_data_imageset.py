@@ -240,13 +240,14 @@ def test_interrupted_build_leaves_nothing_under_final_name(golden, tmp_path, mon
     assert os.listdir(tmp_path) == []  # neither the final name nor a temporary sibling is left
 
 
-def test_killed_worker_process_leaves_nothing(golden, tmp_path, monkeypatch):
-    def die(job):
-        if job.index == 3:
-            os._exit(1)  # a worker killed midway: the pool cannot deliver its result
-        return _real_work(job)
+def _die(job):
+    if job.index == 3:
+        os._exit(1)  # a worker killed midway: the pool cannot deliver its result
+    return _real_work(job)
 
-    monkeypatch.setattr(imageset, "_work", die)
+
+def test_killed_worker_process_leaves_nothing(golden, tmp_path, monkeypatch):
+    monkeypatch.setattr(imageset, "_work", _die)  # module level: workers receive it by reference
     from concurrent.futures.process import BrokenProcessPool
 
     with pytest.raises(BrokenProcessPool):

@@ -52,15 +52,16 @@ class _Job:
 
 _OPTS: ImageOptions | None = None
 _ROOT = ""
+_WORK = None  # the per-job function a worker runs (set by _init_worker; _work unless replaced)
 
 
-def _init_worker(root: str, opts: ImageOptions) -> None:
+def _init_worker(root: str, opts: ImageOptions, work=None) -> None:
     """Worker initialiser: one OpenCV thread per process (the pool provides the parallelism)."""
-    global _OPTS, _ROOT
+    global _OPTS, _ROOT, _WORK
     import cv2
 
     cv2.setNumThreads(1)
-    _OPTS, _ROOT = opts, root
+    _OPTS, _ROOT, _WORK = opts, root, work
 
 
 def _join(root: str, path: str) -> str:
@@ -81,7 +82,8 @@ def _work(job: _Job) -> tuple[_Job, bytes | None]:
 
 def _work_chunk(jobs: list[_Job]) -> list[tuple[_Job, bytes | None]]:
     """Pool entry point (module level, so it pickles): decode a chunk of jobs in a worker."""
-    return [_work(job) for job in jobs]
+    work = _WORK or _work
+    return [work(job) for job in jobs]
 
 
 def _results(
@@ -101,8 +103,11 @@ def _results(
 
     size = max(1, min(16, len(jobs) // (workers * 4) or 1))
     chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
-    ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(root, opts))
+    # never plain fork: the caller may hold OpenCV, torch or tqdm threads whose locks a forked child inherits
+    # held (a deadlock seen in the test suite); a fork server forks from a clean single-threaded process
+    ctx = mp.get_context("forkserver" if sys.platform.startswith("linux") else "spawn")
+    init = (root, opts, _work)
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=init)
     try:
         window = workers * 4
         futures = [pool.submit(_work_chunk, c) for c in chunks[:window]]
