@@ -60,9 +60,11 @@ def test_fold_trains_resumes_after_interrupt_then_reuses_everything(tmp_path):
     seen = []
 
     def interrupt(line: str) -> None:
+        """Stop training at the first log line after a snapshot was written (the line is logged before)."""
+        if seen and "Iteration" in line:
+            raise _Stop
         if "Snapshotting solver state" in line:
             seen.append(line)
-            raise _Stop
 
     cfg = fold_config(dcfg, root, fold=2, on_log_line=interrupt)
     with pytest.raises(_Stop):

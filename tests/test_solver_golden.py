@@ -119,7 +119,9 @@ def test_resume_from_golden_solverstate(work, golden):
     )
     (folder / "resume_solver.prototxt").write_text(solver)
     # the golden folder already holds real Caffe's resume.log: write ours beside it, never into it
-    log = _train(folder, "ours_resume.log", solver="resume_solver.prototxt", snapshot="snap_iter_10.solverstate")
+    log = _train(
+        folder, "ours_resume.log", solver="resume_solver.prototxt", snapshot="snap_iter_10.solverstate"
+    )
     ours = read_weights(folder / "out" / "snap_iter_20.caffemodel")
     ref = read_weights(golden / "solver_run" / "snap_iter_20.caffemodel")
     for layer, blobs in ref.items():

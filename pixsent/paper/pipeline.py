@@ -177,10 +177,10 @@ def step_lmdb(cfg: FoldConfig, run: RunPaths) -> str:
         "dbs": [file_fingerprint(out / "train_lmdb"), file_fingerprint(out / "test_lmdb")],
     }
     stamp_inputs = {k: v for k, v in inputs.items() if k != "dbs"}
-    if is_done(run, "lmdb", inputs) or (
-        (out / "train_lmdb").is_dir() and (out / "test_lmdb").is_dir() and _lmdb_stamp_ok(out, stamp_inputs)
-    ):
-        mark_done(run, "lmdb", inputs, [], lmdb=str(out))
+    if is_done(run, "lmdb", inputs):
+        return "cached"
+    if (out / "train_lmdb").is_dir() and (out / "test_lmdb").is_dir() and _lmdb_stamp_ok(out, stamp_inputs):
+        mark_done(run, "lmdb", inputs, [], lmdb=str(out))  # built by another run with the same inputs
         return "cached"
     out.mkdir(parents=True, exist_ok=True)
     for name, shuffle in (("train", True), ("test", False)):
