@@ -8,13 +8,13 @@ MAPS_WEIGHTS ?= $(WEIGHTS)
 MAPS_OUT ?= maps
 SIZE ?= 451
 
-layers: ## Table 3: linear SVM / softmax probes on every layer of RUN (5 folds)
+layers: setup ## Table 3: linear SVM / softmax probes on every layer of RUN (5 folds)
 	$(PY) -m pixsent layers --run $(RUN) --subset $(or $(SUBSET),five) --images $(LAYERS_IMAGES) \
 		$(if $(MODEL),--model $(MODEL)) --json $(RUN)/table3.json
 
-maps: ## Figure 7: sentiment maps of IMAGES with WEIGHTS (a _conv.caffemodel or a trained one + MODEL)
+maps: setup ## Figure 7: sentiment maps of IMAGES with WEIGHTS (a _conv.caffemodel or a trained one + MODEL)
 	$(PY) -m pixsent maps $(IMAGES) --weights $(MAPS_WEIGHTS) $(if $(MODEL),--model $(MODEL)) \
 		--size $(SIZE) --out $(MAPS_OUT) --grid $(MAPS_OUT)/grid.png
 
-surgery: ## fully convolutional twin of WEIGHTS + MODEL into OUT
+surgery: setup ## fully convolutional twin of WEIGHTS + MODEL into OUT
 	$(PY) -m pixsent surgery --weights $(WEIGHTS) --model $(MODEL) --out $(or $(OUT),$(MAPS_OUT)) --size $(SIZE)

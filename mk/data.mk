@@ -9,17 +9,17 @@ MIRROR_ARG = $(if $(MIRROR),--mirror $(MIRROR),)
 
 .PHONY: splits lmdb mean bench-lmdb
 
-splits: ## fetch the paper's split files (five/four/three) into splits/, sha256-verified (MIRROR=dir)
+splits: setup ## fetch the paper's split files (five/four/three) into splits/, sha256-verified (MIRROR=dir)
 	$(PIXSENT_CMD) splits fetch --subset all --dest splits $(MIRROR_ARG)
 	$(PIXSENT_CMD) splits check splits
 
-lmdb: splits ## build train/test LMDBs + mean of SUBSET (five) FOLD (1..5|all) into $(DATA)/lmdb (cached)
+lmdb: setup splits ## build train/test LMDBs + mean of SUBSET (five) FOLD (1..5|all) into $(DATA)/lmdb (cached)
 	$(PIXSENT_CMD) data lmdb --subset $(SUBSET) --fold $(FOLD) --images $(DATA)/twitter/images --splits splits --out $(DATA)/lmdb
 
-mean: ## ILSVRC 2012 mean .npy -> $(DATA)/ilsvrc_2012_mean.binaryproto (MIRROR=dir)
+mean: setup ## ILSVRC 2012 mean .npy -> $(DATA)/ilsvrc_2012_mean.binaryproto (MIRROR=dir)
 	$(PIXSENT_CMD) data mean --dest $(DATA) $(MIRROR_ARG)
 
-bench-lmdb: ## LMDB build images/s (500 JPEGs 500x375 -> 256x256, 1 and 2 workers) into bench/report.*
+bench-lmdb: setup ## LMDB build images/s (500 JPEGs 500x375 -> 256x256, 1 and 2 workers) into bench/report.*
 	$(PY) bench/bench_lmdb.py
 
 bench: bench-lmdb

@@ -5,10 +5,10 @@ DISTILL_RUNS ?= runs/distill
 
 .PHONY: distill-demo distill-eval
 
-distill-demo: ## generated posts -> VADER weak labels -> student -> 5-fold benchmark table (CPU, minutes)
+distill-demo: setup ## generated posts -> VADER weak labels -> student -> 5-fold benchmark table (CPU, minutes)
 	$(DISTILL_PY) demo --out $(RUNS)/distill-demo
 
-distill-eval: ## evaluate the student trained on LABELS on five/four/three-agree, 5 folds, +/- fine-tuning
+distill-eval: setup ## evaluate the student trained on LABELS on five/four/three-agree, 5 folds, +/- fine-tuning
 	$(DISTILL_PY) eval --labels $(LABELS) --runs $(DISTILL_RUNS) --variant $(VARIANT) --init $(INIT) \
 		$(if $(DATA),--data $(DATA)) $(if $(MIRROR),--mirror $(MIRROR)) $(if $(GPU),--gpu $(GPU)) \
 		$(if $(SOFT),--soft)

@@ -14,17 +14,17 @@ PAPER_PY = PYTHONPATH=$(CURDIR) $(PY) -m pixsent
 
 .PHONY: fold1 fold2 fold3 fold4 fold5 cv paper demo table
 
-fold1 fold2 fold3 fold4 fold5: ## train and evaluate fold N (VARIANT SUBSET INIT GPU ENGINE DATA MIRROR)
+fold1 fold2 fold3 fold4 fold5: setup ## train and evaluate fold N (VARIANT SUBSET INIT GPU ENGINE DATA MIRROR)
 	$(PAPER_PY) fold $(subst fold,,$@) $(PAPER_ARGS)
 
-cv: ## all 5 folds of VARIANT/SUBSET/INIT, then mean ± std
+cv: setup ## all 5 folds of VARIANT/SUBSET/INIT, then mean ± std
 	$(PAPER_PY) cv --folds $(FOLDS) $(PAPER_ARGS)
 
-paper: ## every configuration of Tables 2, 4, 5, 6 (cached), then the tables
+paper: setup ## every configuration of Tables 2, 4, 5, 6 (cached), then the tables
 	$(PAPER_PY) paper --folds $(FOLDS) $(PAPER_ARGS)
 
-demo: ## the pipeline on generated data with a small net: run folder, table and PNG in runs/demo
+demo: setup ## the pipeline on generated data with a small net: run folder, table and PNG in runs/demo
 	$(PAPER_PY) demo --out $(RUNS)/demo
 
-table: ## the paper's tables beside ours (FORMAT=md|csv)
+table: setup ## the paper's tables beside ours (FORMAT=md|csv)
 	$(PAPER_PY) table --runs $(RUNS) --format $(or $(FORMAT),md)
