@@ -23,8 +23,8 @@ cv: setup ## all 5 folds of VARIANT/SUBSET/INIT, then mean ± std
 paper: setup ## every configuration of Tables 2, 4, 5, 6 (cached), then the tables
 	$(PAPER_PY) paper --folds $(FOLDS) $(PAPER_ARGS)
 
-demo: setup ## the pipeline on generated data with a small net: run folder, table and PNG in runs/demo
-	$(PAPER_PY) demo --out $(RUNS)/demo
+demo: setup ## the pipeline on generated data with a small net: data, run folders, table.md and curves.png in demo/
+	$(PAPER_PY) demo --out $(or $(DEMO_OUT),demo)
 
 table: setup ## the paper's tables beside ours (FORMAT=md|csv)
 	$(PAPER_PY) table --runs $(RUNS) --format $(or $(FORMAT),md)

@@ -165,7 +165,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo", help="the pipeline on a generated two-class set with a small net (no downloads)"
     )
-    p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    p.add_argument("--out", type=Path, default=Path("demo"), help="holds data/, runs/, table.md, curves.png")
     p.add_argument("--images", type=int, default=200)
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--epochs", type=int, default=10)
