@@ -377,24 +377,29 @@ def run_demo(cfg: DemoConfig) -> dict:
 
 
 def _maybe_maps(cfg: DemoConfig, fcfg: FoldConfig, data_root: Path) -> str | None:
-    """Sentiment maps of a few test images through pixsent.paper.maps, when that module exists and works."""
-    try:
-        from pixsent.paper import maps
-    except ImportError:
-        return None
-    fn = getattr(maps, "run_maps", None) or getattr(maps, "sentiment_maps", None)
-    if fn is None:
-        return None
-    run = RunPaths(fcfg.runs, "demo", cfg.variant, "scratch", 1)
+    """Figure-7-style sentiment maps of four test images of fold 1 (fully convolutional surgery at twice the
+    crop), with the grid figure; a failure here is reported and does not undo the demo's results."""
     from pixsent.formats.prototxt import read_solver
+    from pixsent.paper.maps import MapConfig, run_maps
+    from pixsent.paper.pipeline import lmdb_dir
 
+    run = RunPaths(fcfg.runs, "demo", cfg.variant, "scratch", 1)
     weights = run.snapshot_model(int(read_solver(run.solver).max_iter))
-    images = [
-        data_root / "images" / line.split()[0] for line in (run.dir / "test.txt").read_text().splitlines()[:4]
-    ]
+    lines = (run.dir / "test.txt").read_text().splitlines()[:4]
+    images = [data_root / "images" / line.split()[0] for line in lines]
+    out = Path(cfg.out) / "maps"
+    mean = DemoRecipe().eval_mean(fcfg, lmdb_dir(replace(fcfg, fold=1)))
     try:
-        fn(images, weights=weights, model=run.deploy, out=Path(cfg.out) / "maps")
-    except Exception as exc:  # maps are optional decoration of the demo; report and go on
+        run_maps(
+            images,
+            weights,
+            run.deploy,
+            out,
+            MapConfig(size=2 * cfg.crop, mean=mean),
+            grid=out / "grid.png",
+            progress=False,
+        )
+    except Exception as exc:  # maps decorate the demo: report and keep the table and curves
         print(f"pixsent demo: sentiment maps skipped ({type(exc).__name__}: {exc})", file=sys.stderr)
         return None
-    return str(Path(cfg.out) / "maps")
+    return str(out)
