@@ -1,9 +1,4 @@
-"""`pixsent distill label|train|eval|demo`: weak labels from tweet text, an image student, its benchmark.
-
-Importing this module (every `pixsent` command does, including the `pixsent caffe train` child the
-pipeline starts) puts a lazy entry for the SoftmaxCrossEntropyLoss layer in the engine's registry, so a
-softened train_val.prototxt trains without importing torch here.
-"""
+"""`pixsent distill label|train|eval|demo`: weak labels from tweet text, an image student, its benchmark."""
 
 from __future__ import annotations
 
@@ -11,24 +6,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-
-SOFT_LOSS = "SoftmaxCrossEntropyLoss"
-
-
-def _lazy_soft_loss(param, ctx):
-    """Registry placeholder: import the real layer (which replaces this entry) and build it."""
-    from pixsent.engine.layers.soft_loss import SoftmaxCrossEntropyLoss
-
-    return SoftmaxCrossEntropyLoss(param, ctx)
-
-
-_lazy_soft_loss.lazy_placeholder = True  # type: ignore[attr-defined]
-
-
-def _install_soft_loss() -> None:
-    from pixsent.engine.registry import LAYER_REGISTRY
-
-    LAYER_REGISTRY.setdefault(SOFT_LOSS, _lazy_soft_loss)  # type: ignore[arg-type]
 
 
 def _student_args(p: argparse.ArgumentParser) -> None:
@@ -46,7 +23,6 @@ def _student_args(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers) -> None:
-    _install_soft_loss()
     parser = subparsers.add_parser("distill", help="cross-modal distillation: text teacher -> image student")
     sub = parser.add_subparsers(dest="distill_command", metavar="ACTION", required=True)
 

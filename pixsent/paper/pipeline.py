@@ -89,7 +89,7 @@ def register_recipe(name: str, recipe: Recipe) -> None:
     RECIPES[name] = recipe
 
 
-def _recipe(name: str) -> Recipe:
+def get_recipe(name: str) -> Recipe:
     if name == "demo" and name not in RECIPES:
         import pixsent.paper.demo  # noqa: F401  (registers the demo recipe)
     if name not in RECIPES:
@@ -165,7 +165,7 @@ def step_lmdb(cfg: FoldConfig, run: RunPaths) -> str:
     stamp)."""
     from pixsent.data.imageset import convert_imageset
 
-    recipe = _recipe(cfg.recipe)
+    recipe = get_recipe(cfg.recipe)
     size = recipe.image_size(cfg)
     root = image_root(cfg)
     out = lmdb_dir(cfg)
@@ -221,7 +221,7 @@ def _count_lines(path: Path) -> int:
 def step_prototxt(cfg: FoldConfig, run: RunPaths) -> str:
     """The run's own train_val/deploy/solver prototxts (absolute LMDB and mean paths, relative snapshot
     prefix)."""
-    recipe = _recipe(cfg.recipe)
+    recipe = get_recipe(cfg.recipe)
     out = lmdb_dir(cfg).resolve()
     mean_file = recipe.train_mean(cfg, out)
     sizes = (_count_lines(run.dir / "train.txt"), _count_lines(run.dir / "test.txt"))
@@ -281,7 +281,7 @@ def train_command(cfg: FoldConfig, run: RunPaths, resume: Path | None, weights: 
 
 def step_train(cfg: FoldConfig, run: RunPaths) -> str:
     """Train to max_iter, resuming from the newest snapshot when a previous call was interrupted."""
-    recipe = _recipe(cfg.recipe)
+    recipe = get_recipe(cfg.recipe)
     final = run.snapshot_model(max_iter(run))
     weights = recipe.init_weights(cfg)
     inputs = {
@@ -342,7 +342,7 @@ def _run_logged(cmd: list[str], run: RunPaths, env: dict[str, str], cfg: FoldCon
 
 def step_evaluate(cfg: FoldConfig, run: RunPaths) -> str:
     """Centre-crop and 10-crop predictions of the test fold with the final weights, and the fold's metrics."""
-    recipe = _recipe(cfg.recipe)
+    recipe = get_recipe(cfg.recipe)
     weights = run.snapshot_model(max_iter(run))
     mean = recipe.eval_mean(cfg, lmdb_dir(cfg))
     size = recipe.image_size(cfg)

@@ -1,6 +1,6 @@
 """Caffe layers by family; importing this package fills the registry (``LAYERS``)."""
 
-from pixsent.engine.layers import common, data, loss, neuron, vision  # noqa: F401
+from pixsent.engine.layers import common, data, loss, neuron, soft_loss, vision  # noqa: F401
 from pixsent.engine.layers.base import Layer
 from pixsent.engine.registry import LAYER_REGISTRY
 

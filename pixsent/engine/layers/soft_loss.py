@@ -17,20 +17,11 @@ import torch
 from pixsent.caffe.proto import caffe_pb2
 from pixsent.engine.layers.base import Layer, Shape
 from pixsent.engine.layers.common import canonical_axis
-from pixsent.engine.registry import LAYER_REGISTRY, register_layer
+from pixsent.engine.registry import register_layer
 from pixsent.errors import NetError
 
 TYPE = "SoftmaxCrossEntropyLoss"
 LP = caffe_pb2.LossParameter
-
-
-def _unregister_placeholder() -> None:
-    """Drop a lazy placeholder (see pixsent.cli.distill) so that the real class can register."""
-    if getattr(LAYER_REGISTRY.get(TYPE), "lazy_placeholder", False):
-        del LAYER_REGISTRY[TYPE]
-
-
-_unregister_placeholder()
 
 
 @register_layer(TYPE)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from pixsent.paper import evaluate as ev
-from pixsent.paper.pipeline import FoldConfig, _recipe, lmdb_dir, run_fold
+from pixsent.paper.pipeline import FoldConfig, get_recipe, lmdb_dir, run_fold
 from pixsent.paper.runs import SUBSETS, write_json
 
 PROTOCOL = (
@@ -45,7 +45,7 @@ def student_from_fold(fcfg: FoldConfig) -> Student:
     from pixsent.formats.prototxt import read_solver
 
     run = fcfg.run_paths()
-    recipe = _recipe(fcfg.recipe)
+    recipe = get_recipe(fcfg.recipe)
     weights = run.snapshot_model(int(read_solver(run.solver).max_iter))
     return Student(
         name=f"student-{fcfg.init}",

@@ -24,7 +24,7 @@ from pathlib import Path
 from pixsent.caffe.proto import caffe_pb2
 from pixsent.errors import DataError, NetError
 from pixsent.paper.distill.labelling import SUBSET
-from pixsent.paper.pipeline import FoldConfig, _recipe, register_recipe
+from pixsent.paper.pipeline import FoldConfig, get_recipe, register_recipe
 from pixsent.paper.runs import RunPaths, file_fingerprint
 
 RECIPE = "distill"
@@ -125,7 +125,7 @@ class StudentRecipe:
     """Delegates to the base recipe (``extra['distill']['base']``) and softens its train_val when asked."""
 
     def _base(self, cfg: FoldConfig):
-        return _recipe(cfg.extra["distill"]["base"])
+        return get_recipe(cfg.extra["distill"]["base"])
 
     def image_size(self, cfg: FoldConfig) -> int:
         return self._base(cfg).image_size(cfg)
