@@ -8,6 +8,9 @@ from google.protobuf import text_format
 
 from pixsent.caffe.proto import caffe_pb2
 from pixsent.cli import main
+from pixsent.formats.blob import blob_to_array
+from pixsent.formats.caffemodel import read_caffemodel
+from pixsent.formats.prototxt import read_net
 from pixsent.paper import surgery as surg
 
 
@@ -24,14 +27,14 @@ def _layers(path):
 
 def test_surgery_weights_equal_golden(mini, tmp_path):
     res = surg.surgery(mini / "deploy.prototxt", mini / "weights.caffemodel", tmp_path, size=451)
-    ours = surg.read_weights(res.caffemodel)
-    gold = surg.read_weights(mini / "fullconv.caffemodel")
+    ours = read_caffemodel(res.caffemodel)
+    gold = read_caffemodel(mini / "fullconv.caffemodel")
     assert [(l.name, l.type) for l in ours.layer] == [(l.name, l.type) for l in gold.layer]
     for a, b in zip(ours.layer, gold.layer):
         assert len(a.blobs) == len(b.blobs), a.name
         for x, y in zip(a.blobs, b.blobs):
             assert list(x.shape.dim) == list(y.shape.dim), a.name
-            np.testing.assert_array_equal(surg.blob_array(x), surg.blob_array(y))  # tolerance 0
+            np.testing.assert_array_equal(blob_to_array(x), blob_to_array(y))  # tolerance 0
     # the whole file is byte for byte what pycaffe's net.save wrote
     assert res.caffemodel.read_bytes() == (mini / "fullconv.caffemodel").read_bytes()
 
@@ -57,11 +60,11 @@ def test_surgery_from_v1_weights(mini, tmp_path):
 
 
 def test_shapes_give_8x8_map_at_451(mini):
-    full = surg.fully_convolutional(surg.read_net(mini / "deploy.prototxt"), size=451)
+    full = surg.fully_convolutional(read_net(mini / "deploy.prototxt"), size=451)
     shapes = surg.blob_shapes(surg.deploy_layers(full.net))
     assert shapes["pool5"] == (1, 32, 13, 13)
     assert shapes["prob"] == (1, 3, 8, 8)
-    at227 = surg.blob_shapes(surg.deploy_layers(surg.read_net(mini / "deploy.prototxt")))
+    at227 = surg.blob_shapes(surg.deploy_layers(read_net(mini / "deploy.prototxt")))
     assert at227["pool5"] == (2, 32, 6, 6) and at227["prob"] == (2, 3)
 
 
@@ -105,10 +108,12 @@ def test_cli_surgery(mini, tmp_path, capsys):
 def test_missing_weights_is_a_net_error(mini, tmp_path):
     from pixsent.errors import NetError
 
-    empty = tmp_path / "empty.caffemodel"
-    empty.write_bytes(b"")
+    other = caffe_pb2.NetParameter()
+    other.layer.add(name="unrelated", type="InnerProduct").blobs.add().shape.dim.extend([0])
+    path = tmp_path / "other.caffemodel"
+    path.write_bytes(other.SerializeToString())  # a valid caffemodel without the net's layers
     with pytest.raises(NetError, match="conv1"):
-        surg.surgery(mini / "deploy.prototxt", empty, tmp_path)
+        surg.surgery(mini / "deploy.prototxt", path, tmp_path)
 
 
 # ------------------------------------------------------------------------------- needs the engine

@@ -20,6 +20,8 @@ import numpy as np
 
 from pixsent.caffe.proto import caffe_pb2
 from pixsent.errors import DataError, NetError
+from pixsent.formats.caffemodel import read_caffemodel, write_caffemodel
+from pixsent.formats.prototxt import read_net, write_prototxt
 from pixsent.paper import surgery as surg
 
 #: Class indices of the paper's two-output heads (labels: 1 positive, 0 negative).
@@ -83,21 +85,21 @@ class MapNet:
         import pixsent.caffe as caffe
 
         work = Path(cfg.work_dir) if cfg.work_dir else Path(tempfile.mkdtemp(prefix="pixsent-maps-"))
-        stored = surg.read_weights(weights)
-        net = surg.read_net(model) if model else net_from_caffemodel(stored)
+        stored = read_caffemodel(weights)
+        net = read_net(model) if model else net_from_caffemodel(stored)
         net = _with_input(net, cfg.size)
         stem = Path(weights).stem
         if surg.is_fully_convolutional(net):
             full = surg.fully_convolutional(net, size=cfg.size)  # only resizes the input
             proto = work / f"{stem}_{cfg.size}.prototxt"
-            surg.write_prototxt(proto, full.net)
+            write_prototxt(full.net, proto)
             caffemodel = Path(weights)
         else:
             full = surg.fully_convolutional(net, size=cfg.size)
             proto = work / f"{stem}_fullconv.prototxt"
             caffemodel = work / f"{stem}_conv.caffemodel"
-            surg.write_prototxt(proto, full.net)
-            surg.write_caffemodel(caffemodel, surg.convert_weights(full, stored))
+            write_prototxt(full.net, proto)
+            write_caffemodel(surg.convert_weights(full, stored), caffemodel)
         if cfg.device.startswith("cuda"):
             caffe.set_mode_gpu()
         else:

@@ -10,104 +10,19 @@ same with `.flat` copies). The new layers and their top blobs are named ``<name>
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-from google.protobuf import text_format
-
 from pixsent.caffe.proto import caffe_pb2
-from pixsent.errors import FormatError, NetError
+from pixsent.errors import NetError
+from pixsent.formats.atomic import atomic_write_text
+from pixsent.formats.blob import array_to_blob
+from pixsent.formats.caffemodel import read_caffemodel, weights_of, write_caffemodel
+from pixsent.formats.prototxt import read_net, to_text
 
 Shape = tuple[int, ...]
 SUFFIX = "-conv"
-
-
-# --------------------------------------------------------------------------------------------- file I/O
-
-
-def read_net(path: str | Path) -> caffe_pb2.NetParameter:
-    """Read a prototxt (text NetParameter); pixsent.formats is used where present (V0/V1 upgrade)."""
-    try:
-        from pixsent.formats.prototxt import read_net as formats_read_net  # type: ignore
-
-        return formats_read_net(path)
-    except ImportError:
-        pass
-    net = caffe_pb2.NetParameter()
-    try:
-        text_format.Parse(Path(path).read_text(), net)
-    except text_format.ParseError as exc:
-        raise FormatError(f"{path}: not a NetParameter prototxt: {exc}") from None
-    return net
-
-
-def read_weights(path: str | Path) -> caffe_pb2.NetParameter:
-    """Read a binary caffemodel as it is stored (V1 `layers` or current `layer`)."""
-    net = caffe_pb2.NetParameter()
-    try:
-        net.ParseFromString(Path(path).read_bytes())
-    except Exception as exc:  # protobuf raises DecodeError subclasses of Exception
-        raise FormatError(f"{path}: not a binary caffemodel: {exc}") from None
-    return net
-
-
-def _atomic_write(path: str | Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder and rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_prototxt(path: str | Path, net: caffe_pb2.NetParameter, header: str = "") -> None:
-    """Write a NetParameter as Caffe prototxt text (atomic)."""
-    text = "".join(f"# {line}\n" for line in header.splitlines()) + text_format.MessageToString(net)
-    _atomic_write(path, text.encode())
-
-
-def write_caffemodel(path: str | Path, net: caffe_pb2.NetParameter) -> None:
-    """Write a NetParameter as a binary caffemodel (atomic)."""
-    _atomic_write(path, net.SerializeToString())
-
-
-def blob_array(blob: caffe_pb2.BlobProto) -> np.ndarray:
-    """A BlobProto's values as float32 numpy, shaped by ``shape`` or the legacy num/channels/height/width."""
-    values = blob.data if len(blob.data) else blob.double_data
-    if len(blob.shape.dim):
-        shape = tuple(blob.shape.dim)
-    else:
-        shape = (blob.num, blob.channels, blob.height, blob.width)
-    arr = np.asarray(values, dtype=np.float32)
-    if arr.size != math.prod(shape):
-        raise FormatError(f"blob of shape {shape} holds {arr.size} values")
-    return arr.reshape(shape)
-
-
-def array_blob(arr: np.ndarray) -> caffe_pb2.BlobProto:
-    """A float32 BlobProto with the current ``shape`` field (what Caffe 1.0 writes)."""
-    blob = caffe_pb2.BlobProto()
-    blob.shape.dim.extend(int(d) for d in arr.shape)
-    blob.data.extend(np.ascontiguousarray(arr, dtype=np.float32).ravel().tolist())
-    return blob
-
-
-def weight_blobs(weights: caffe_pb2.NetParameter) -> dict[str, list[np.ndarray]]:
-    """Layer name -> parameter arrays, from a caffemodel in the current or the V1 format."""
-    out: dict[str, list[np.ndarray]] = {}
-    for layer in list(weights.layer) + list(weights.layers):
-        if len(layer.blobs):
-            out[layer.name] = [blob_array(b) for b in layer.blobs]
-    return out
 
 
 # ------------------------------------------------------------------------------------- shape calculator
@@ -361,7 +276,7 @@ def convert_weights(full: FullyConvNet, weights: caffe_pb2.NetParameter) -> caff
     Written like pycaffe's ``net.save``: every layer of the net with ``phase: TEST`` and its blobs in the
     current ``shape`` format, so that real Caffe reads it (CopyTrainedLayersFrom matches by layer name).
     """
-    params = weight_blobs(weights)
+    params = weights_of(weights)
     layers = deploy_layers(full.net)
     shapes = blob_shapes(layers)
     by_new = {c.new_name: c for c in full.conversions.values()}
@@ -395,7 +310,7 @@ def convert_weights(full: FullyConvNet, weights: caffe_pb2.NetParameter) -> caff
             wanted = _param_shapes(layer, bottom)
             if wanted is not None:
                 arrays = [a.reshape(s) if a.size == math.prod(s) else a for a, s in zip(arrays, wanted)]
-        saved.blobs.extend(array_blob(a) for a in arrays)
+        saved.blobs.extend(array_to_blob(a) for a in arrays)
     return out
 
 
@@ -414,7 +329,7 @@ def surgery(
     """Write ``<stem>_fullconv.prototxt`` and ``<stem>_conv.caffemodel`` for a deploy net and its weights."""
     net = read_net(model)
     full = fully_convolutional(net, size=size)
-    converted = convert_weights(full, read_weights(weights))
+    converted = convert_weights(full, read_caffemodel(weights))
     out_dir = Path(out_dir)
     stem = stem or Path(weights).stem
     proto_path = out_dir / f"{stem}_fullconv.prototxt"
@@ -423,8 +338,8 @@ def surgery(
         f"{c.old_name} -> {c.new_name} (k{c.kernel[0]}x{c.kernel[1]})" for c in full.conversions.values()
     )
     header = f"Fully convolutional twin of {Path(model).name} at {size}x{size} (pixsent surgery): {names}"
-    write_prototxt(proto_path, full.net, header)
-    write_caffemodel(model_path, converted)
+    atomic_write_text(proto_path, f"# {header}\n" + to_text(full.net))
+    write_caffemodel(converted, model_path)
     return SurgeryResult(proto_path, model_path, full.conversions)
 
 
