@@ -8,3 +8,7 @@ caffe-golden-run: setup ## re-run the golden SGD training in /tmp/pixsent-golden
 	rm -rf /tmp/pixsent-golden-run && mkdir -p /tmp/pixsent-golden-run
 	cp -r $(SHARED)/golden/solver_run $(SHARED)/golden/lmdb $(SHARED)/golden/mean.binaryproto /tmp/pixsent-golden-run/
 	cd /tmp/pixsent-golden-run/solver_run && rm -f snap_iter_* && $(CURDIR)/tools/caffe train -solver solver.prototxt -weights init.caffemodel
+
+.PHONY: faithfulness
+faithfulness: setup ## worst error of pixsent vs real Caffe on every golden comparison -> bench/faithfulness.{json,md}
+	$(PY) bench/faithfulness.py --golden $(SHARED)/golden --out bench 2>/dev/null
