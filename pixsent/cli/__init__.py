@@ -54,4 +54,13 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, PixsentError | UserError | FileNotFoundError):
             print(f"pixsent {args.command}: error: {exc}", file=sys.stderr)
             return 1
+        if isinstance(exc, OSError) and exc.filename is not None:
+            print(f"pixsent {args.command}: error: {os_error_message(exc)}", file=sys.stderr)
+            return 1
         raise
+
+
+def os_error_message(exc: OSError) -> str:
+    """'PATH: reason' for an OSError about a file the user named (permission, folder, disk full, ...)."""
+    where = exc.filename if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
+    return f"{where}: {exc.strerror or exc}"

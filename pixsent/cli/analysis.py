@@ -13,26 +13,13 @@ _ITER = re.compile(r"_iter_(\d+)\.caffemodel$")
 
 def _mean(spec: str | None, default: Path | None = None):
     """--mean: a .npy (3,H,W) mean image or (3,) values, a .binaryproto, or 'B,G,R'; None -> default file."""
-    import numpy as np
-
-    from pixsent.errors import DataError
+    from pixsent.paper.mean_spec import parse_mean
 
     if spec is None:
         if default is not None and default.is_file():
-            return np.load(default)
+            return parse_mean(str(default))
         return None
-    if "," in spec:
-        return np.array([float(v) for v in spec.split(",")], dtype=np.float64)
-    path = Path(spec)
-    if not path.is_file():
-        raise DataError(f"{spec}: mean file not found")
-    if path.suffix == ".binaryproto":
-        from pixsent.caffe import io as caffe_io
-        from pixsent.caffe.proto import caffe_pb2
-
-        blob = caffe_pb2.BlobProto.FromString(path.read_bytes())
-        return caffe_io.blobproto_to_array(blob)[0]
-    return np.load(path)
+    return parse_mean(spec)
 
 
 def _latest_snapshot(folder: Path) -> Path | None:

@@ -116,12 +116,25 @@ def _inspect_model_or_text(path: Path) -> list[str]:
 
     try:
         net = read_net_binary_or_text(path)
-    except FormatError:
+    except FormatError as net_error:
         if path.suffix.lower() not in (".prototxt", ".pt", ".txt"):
             raise
-        solver = read_solver(path)
+        try:
+            solver = read_solver(path)
+        except FormatError as solver_error:
+            # neither parses: report the reading that got further into the file (its line is the culprit)
+            raise max(net_error, solver_error, key=lambda e: _error_position(str(e), path)) from None
         return [f"solver {path}:", *("  " + line for line in to_text(solver).splitlines())]
     return _inspect_net(net, with_blobs=any(len(la.blobs) for la in net.layer))
+
+
+def _error_position(message: str, path: Path) -> tuple[int, int]:
+    """(line, column) of a "PATH:LINE:COL: ..." parse error; (0, 0) when it has none."""
+    head = message[len(str(path)) :] if message.startswith(str(path)) else ""
+    parts = head.split(":")
+    if len(parts) > 2 and parts[1].isdigit() and parts[2].isdigit():
+        return int(parts[1]), int(parts[2])
+    return 0, 0
 
 
 def run_inspect(args: argparse.Namespace) -> int:

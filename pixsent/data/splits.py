@@ -190,6 +190,8 @@ def make_splits(
     entries = read_image_list(labels_file)
     seen: dict[str, int] = {}
     for e in entries:
+        if e.label not in LABELS:  # what `splits check` would reject in the folds written
+            raise DataError(f"{labels_file}:{e.line}: label {e.label} of {e.path} is not 0 or 1")
         if e.path in seen:
             raise DataError(f"{labels_file}:{e.line}: duplicate id {e.path} (first at line {seen[e.path]})")
         seen[e.path] = e.line

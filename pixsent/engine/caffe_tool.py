@@ -143,6 +143,21 @@ def _upgrade_snapshot_prefix(param, solver_path: str) -> None:
         )
 
 
+def _check_net_files(param, solver_path: str) -> None:
+    """Net files a solver names must exist; Caffe resolves them against the working directory."""
+    from pixsent.errors import FormatError
+
+    named = [("net", param.net)] if param.HasField("net") else []
+    named += [("train_net", param.train_net)] if param.HasField("train_net") else []
+    named += [("test_net", t) for t in param.test_net]
+    for field, net in named:
+        if not Path(net).is_file():
+            raise FormatError(
+                f"{solver_path}: {field} file {net!r} not found (relative paths are read from the "
+                f"working directory {os.getcwd()}, as Caffe does)"
+            )
+
+
 def load_solver_param(flags: CaffeFlags):
     """The SolverParameter for ``train``: file read and upgraded, flags applied as caffe.cpp does."""
     from pixsent.formats.prototxt import read_solver
@@ -154,6 +169,7 @@ def load_solver_param(flags: CaffeFlags):
             "train: give a snapshot to resume training or weights to finetune, not both (-snapshot, -weights)"
         )
     param = read_solver(flags.solver)
+    _check_net_files(param, flags.solver)
     _upgrade_snapshot_prefix(param, flags.solver)
     param.train_state.level = flags.level
     for s in _stages(flags.stage):
@@ -216,7 +232,17 @@ def _dp_worker(
 
 
 def train(flags: CaffeFlags):
-    """``caffe train``: returns the Solver (single process) or None (data parallel)."""
+    """``caffe train``: returns the Solver (single process) or None (data parallel).
+
+    Errors the solver reports as "solver: ..." name the solver file here (it only holds the parsed message).
+    """
+    from pixsent.formats.origin import naming
+
+    with naming(flags.solver, placeholder="solver"):
+        return _train(flags)
+
+
+def _train(flags: CaffeFlags):
     param = load_solver_param(flags)
     gpus = _select_train_devices(flags, param)
     _log_devices(gpus)
@@ -247,9 +273,11 @@ def _device(flags: CaffeFlags) -> str:
 
 def _make_net(flags: CaffeFlags, phase: int, device: str):
     from pixsent.engine.net import Net
+    from pixsent.formats.origin import naming
 
     stages = tuple(s for s in _stages(flags.stage) if s)
-    return Net(flags.model, phase, stages=stages, level=flags.level, device=device)
+    with naming(flags.model):  # layer errors ("layer 'x': ...") also name the prototxt
+        return Net(flags.model, phase, stages=stages, level=flags.level, device=device)
 
 
 def test(flags: CaffeFlags) -> dict[str, float]:

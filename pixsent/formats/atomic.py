@@ -13,6 +13,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from pixsent.errors import PixsentError
+
 
 def sibling_path(path: Path, tag: str) -> Path:
     """A hidden, unique name in the same folder (same filesystem, so rename is atomic)."""
@@ -46,7 +48,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     On normal exit it is renamed onto ``path`` (replacing what was there); on an exception it is removed.
     """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise PixsentError(f"{final}: cannot write here, {_blocking_file(final.parent)} is a file") from None
     tmp = sibling_path(final, "tmp")
     try:
         yield tmp
@@ -55,7 +60,18 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
     if not tmp.exists():
         raise FileNotFoundError(f"{final}: nothing was written to the temporary path {tmp.name}")
+    if final.is_dir() and not final.is_symlink() and not tmp.is_dir():
+        _remove(tmp)
+        raise PixsentError(f"{final}: is a folder; give a file name for the output")
     replace_path(tmp, final)
+
+
+def _blocking_file(folder: Path) -> Path:
+    """The first part of ``folder``'s path that exists as a non-folder (why it cannot be created)."""
+    for part in [*reversed(folder.parents), folder]:
+        if part.exists() and not part.is_dir():
+            return part
+    return folder
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

@@ -99,7 +99,7 @@ class MapNet:
             proto = work / f"{stem}_fullconv.prototxt"
             caffemodel = work / f"{stem}_conv.caffemodel"
             write_prototxt(full.net, proto)
-            write_caffemodel(surg.convert_weights(full, stored), caffemodel)
+            write_caffemodel(surg.convert_weights(full, stored, str(weights)), caffemodel)
         if cfg.device.startswith("cuda"):
             caffe.set_mode_gpu()
         else:

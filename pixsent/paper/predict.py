@@ -42,23 +42,12 @@ def released_deploy() -> Path:
 
 def load_mean(spec: str | None) -> np.ndarray | None:
     """A per-channel BGR mean from "B,G,R", a .npy or a .binaryproto (mean images are averaged per
-    channel)."""
+    channel); a malformed one is a DataError/FormatError naming it."""
     if spec is None:
         return None
-    if "," in spec:
-        return np.array([float(v) for v in spec.split(",")], dtype=np.float32)
-    path = Path(spec)
-    if not path.is_file():
-        raise DataError(f"{path}: mean file not found")
-    if path.suffix == ".npy":
-        arr = np.load(path)
-    else:
-        from pixsent.formats.binaryproto import read_mean
+    from pixsent.paper.mean_spec import channel_mean
 
-        arr = read_mean(path)
-    return (
-        np.asarray(arr, dtype=np.float32).reshape(3, -1).mean(1) if arr.ndim == 3 else arr.astype(np.float32)
-    )
+    return channel_mean(spec)
 
 
 def ilsvrc_mean_path() -> str:

@@ -14,11 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from pixsent.caffe.proto import caffe_pb2
 from pixsent.errors import NetError
 from pixsent.formats.atomic import atomic_write_text
 from pixsent.formats.blob import array_to_blob
 from pixsent.formats.caffemodel import read_caffemodel, weights_of, write_caffemodel
+from pixsent.formats.origin import naming
 from pixsent.formats.prototxt import read_net, to_text
 
 Shape = tuple[int, ...]
@@ -270,13 +273,27 @@ def _param_shapes(layer: caffe_pb2.LayerParameter, bottom: Shape | None) -> list
     return None
 
 
-def convert_weights(full: FullyConvNet, weights: caffe_pb2.NetParameter) -> caffe_pb2.NetParameter:
+def _check_fit(arrays: list[np.ndarray], wanted: list[Shape], layer: str, origin: str) -> None:
+    """Each stored blob must hold as many values as the net's parameter (legacy 4-d blobs reshape)."""
+    for index, (array, shape) in enumerate(zip(arrays, wanted)):
+        if array.size != math.prod(shape):
+            what = "weights" if index == 0 else f"param {index}"
+            raise NetError(
+                f"{origin}: layer {layer!r}: {what} of shape {tuple(array.shape)} do not fit the net's "
+                f"{tuple(shape)}"
+            )
+
+
+def convert_weights(
+    full: FullyConvNet, weights: caffe_pb2.NetParameter, origin: str = "the caffemodel"
+) -> caffe_pb2.NetParameter:
     """The caffemodel of the fully convolutional net: unchanged layers copied, converted ones reshaped.
 
     Written like pycaffe's ``net.save``: every layer of the net with ``phase: TEST`` and its blobs in the
     current ``shape`` format, so that real Caffe reads it (CopyTrainedLayersFrom matches by layer name).
+    ``origin`` (the caffemodel's file name) is named in errors: missing weights, weights that do not fit.
     """
-    params = weights_of(weights)
+    params = weights_of(weights, origin)
     layers = deploy_layers(full.net)
     shapes = blob_shapes(layers)
     by_new = {c.new_name: c for c in full.conversions.values()}
@@ -292,24 +309,19 @@ def convert_weights(full: FullyConvNet, weights: caffe_pb2.NetParameter) -> caff
         arrays = params.get(source)
         if arrays is None:
             if layer.type in ("Convolution", "InnerProduct"):
-                raise NetError(f"layer {source!r}: no weights in the caffemodel")
+                raise NetError(f"{origin}: layer {source!r}: no weights (the net needs them)")
             continue
         if conv is not None:
             kh, kw = conv.kernel
-            expected = conv.num_output * conv.channels * kh * kw
-            if arrays[0].size != expected:
-                raise NetError(
-                    f"layer {source!r}: weights hold {arrays[0].size} values, "
-                    f"{conv.num_output}x{conv.channels}x{kh}x{kw} = {expected} expected"
-                )
-            arrays = [arrays[0].reshape(conv.num_output, conv.channels, kh, kw)] + [
-                a.reshape(conv.num_output) for a in arrays[1:]
-            ]
+            wanted = [(conv.num_output, conv.channels, kh, kw), (conv.num_output,)]
+            _check_fit(arrays, wanted, source, origin)
+            arrays = [a.reshape(s) for a, s in zip(arrays, wanted)]
         else:
             bottom = shapes.get(layer.bottom[0]) if len(layer.bottom) else None
             wanted = _param_shapes(layer, bottom)
             if wanted is not None:
-                arrays = [a.reshape(s) if a.size == math.prod(s) else a for a, s in zip(arrays, wanted)]
+                _check_fit(arrays, wanted, source, origin)
+                arrays = [a.reshape(s) for a, s in zip(arrays, wanted)]
         saved.blobs.extend(array_to_blob(a) for a in arrays)
     return out
 
@@ -328,8 +340,9 @@ def surgery(
 ) -> SurgeryResult:
     """Write ``<stem>_fullconv.prototxt`` and ``<stem>_conv.caffemodel`` for a deploy net and its weights."""
     net = read_net(model)
-    full = fully_convolutional(net, size=size)
-    converted = convert_weights(full, read_caffemodel(weights))
+    with naming(str(model)):  # layer errors ("layer 'x': ...") also name the prototxt
+        full = fully_convolutional(net, size=size)
+    converted = convert_weights(full, read_caffemodel(weights), str(weights))
     out_dir = Path(out_dir)
     stem = stem or Path(weights).stem
     proto_path = out_dir / f"{stem}_fullconv.prototxt"

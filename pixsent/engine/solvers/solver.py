@@ -28,6 +28,7 @@ from pixsent.engine.solvers.lr_policy import LrState, learning_rate
 from pixsent.engine.solvers.signals import Action
 from pixsent.engine.solvers.updates import make_update
 from pixsent.errors import NetError, PixsentError
+from pixsent.formats.origin import naming
 
 F32 = np.float32
 
@@ -196,9 +197,11 @@ class Solver:
         else:
             glog.info(f"Creating training net from net file: {p.net}", "solver.cpp:102")
             src = self._read_net(p.net)
-        net, net_param = self._make(
-            src, caffe_pb2.TRAIN, p.train_state if p.HasField("train_state") else None
-        )
+        origin = p.train_net if p.HasField("train_net") else p.net if p.HasField("net") else None
+        with naming(origin):  # layer errors ("layer 'x': ...") also name the net file
+            net, net_param = self._make(
+                src, caffe_pb2.TRAIN, p.train_state if p.HasField("train_state") else None
+            )
         self._load_weights(net)
         return net, net_param
 
@@ -216,18 +219,21 @@ class Solver:
             raise PixsentError("solver: test_state must be unspecified or specified once per test net")
         if n_total and p.test_interval <= 0:
             raise PixsentError("solver: test_interval must be > 0 when there are test nets")
-        sources: list[tuple[str, caffe_pb2.NetParameter]] = []
-        sources += [("test_net_param", q) for q in p.test_net_param]
-        sources += [(f"test net file: {f}", self._read_net(f)) for f in p.test_net]
+        sources: list[tuple[str, caffe_pb2.NetParameter, str | None]] = []
+        sources += [("test_net_param", q, None) for q in p.test_net_param]
+        sources += [(f"test net file: {f}", self._read_net(f), f) for f in p.test_net]
         for _ in range(n_total - n_specific):
             if p.HasField("net_param"):
-                sources.append(("net_param", p.net_param))
+                sources.append(("net_param", p.net_param, None))
             else:
-                sources.append((f"net file: {p.net}", self._read_net(p.net)))
+                sources.append((f"net file: {p.net}", self._read_net(p.net), p.net))
         self.test_net_params = []
-        for i, (what, src) in enumerate(sources):
+        for i, (what, src, origin) in enumerate(sources):
             glog.info(f"Creating test net (#{i}) specified by {what}", "solver.cpp:190")
-            net, net_param = self._make(src, caffe_pb2.TEST, p.test_state[i] if len(p.test_state) else None)
+            with naming(origin):
+                net, net_param = self._make(
+                    src, caffe_pb2.TEST, p.test_state[i] if len(p.test_state) else None
+                )
             self._load_weights(net)
             net.share_weights(self.net)
             self.test_nets.append(net)
@@ -244,7 +250,8 @@ class Solver:
                 glog.info(f"Finetuning from {name}", "solver.cpp:72")
                 if name not in self._weights_cache:
                     self._weights_cache[name] = read_caffemodel(name)
-                net.copy_trained_layers_from(self._weights_cache[name])
+                with naming(name, placeholder="<NetParameter>"):  # the net only sees the parsed message
+                    net.copy_trained_layers_from(self._weights_cache[name])
 
     @property
     def params(self) -> list[torch.Tensor]:
