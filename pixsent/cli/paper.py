@@ -25,6 +25,17 @@ def _fold_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="do not echo the training log")
 
 
+def _check_choices(args: argparse.Namespace) -> None:
+    """Reject an unknown variant or subset now, before any LMDB is built (not at the prototxt step)."""
+    from pixsent.errors import NetError
+    from pixsent.paper.variants import HEADS
+
+    if args.variant not in HEADS:
+        raise NetError(f"--variant {args.variant}: unknown variant (known: {', '.join(HEADS)})")
+    if args.subset not in ("five", "four", "three"):
+        raise NetError(f"--subset {args.subset}: unknown subset (known: five, four, three)")
+
+
 def _fold_config(args: argparse.Namespace, fold: int = 1):
     from pixsent.paper import demo
     from pixsent.paper.pipeline import FoldConfig
@@ -36,6 +47,7 @@ def _fold_config(args: argparse.Namespace, fold: int = 1):
         cfg = demo.fold_config(dcfg, root, fold=fold, runs=args.runs, gpu=gpu, engine=args.engine)
         print(f"pixsent: {args.data} is a generated demo set: {demo.BANNER}", file=sys.stderr)
         return cfg
+    _check_choices(args)
     return FoldConfig(
         variant=args.variant,
         subset=args.subset,

@@ -153,7 +153,11 @@ def image_root(cfg: FoldConfig) -> Path:
     for cand in cands:
         if cand is not None and Path(cand).is_dir():
             return Path(cand)
-    raise DataError("image folder not found (DATA=dir); run `pixsent data fetch` (or pass MIRROR=dir)")
+    tried = ", ".join(str(c) for c in cands if c is not None)
+    raise DataError(
+        f"image folder not found (tried {tried}); pass DATA=dir / --data DIR, or run `pixsent data fetch` "
+        "(or pass MIRROR=dir)"
+    )
 
 
 def lmdb_dir(cfg: FoldConfig) -> Path:

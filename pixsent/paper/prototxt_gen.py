@@ -40,8 +40,7 @@ def to_text(msg: Message, header: str = HEADER) -> str:
 
 
 def write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (temporary name in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``text`` to ``path`` atomically (temporary sibling, then rename); makes the folder."""
     return atomic_write_text(path, text)
 
 
