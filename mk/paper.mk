@@ -8,19 +8,31 @@ DATA ?=
 MIRROR ?=
 RUNS ?= runs
 FOLDS ?= 5
+# BATCH: TRAIN images per pass (default 256, the paper's); ITER_SIZE: passes accumulated per update (Caffe's
+# iter_size; epochs count BATCH x ITER_SIZE images, so BATCH=64 ITER_SIZE=4 has the solver of 256 in less
+# memory); MAX_ITER: cap training for a smoke run (recorded as capped; a later call without it trains on).
+BATCH ?=
+ITER_SIZE ?=
+MAX_ITER ?=
 PAPER_ARGS = --variant $(VARIANT) --subset $(SUBSET) --init $(INIT) --engine $(ENGINE) --runs $(RUNS) \
-	$(if $(GPU),--gpu $(GPU)) $(if $(DATA),--data $(DATA)) $(if $(MIRROR),--mirror $(MIRROR))
+	$(if $(GPU),--gpu $(GPU)) $(if $(DATA),--data $(DATA)) $(if $(MIRROR),--mirror $(MIRROR)) \
+	$(if $(BATCH),--batch $(BATCH)) $(if $(ITER_SIZE),--iter-size $(ITER_SIZE)) \
+	$(if $(MAX_ITER),--max-iter $(MAX_ITER))
 PAPER_PY = PYTHONPATH=$(CURDIR) $(PY) -m pixsent
 
 .PHONY: fold1 fold2 fold3 fold4 fold5 cv paper demo table
 
-fold1 fold2 fold3 fold4 fold5: setup ## train and evaluate fold N (VARIANT SUBSET INIT GPU ENGINE DATA MIRROR)
+fold1 fold2 fold3 fold4 fold5: setup
 	$(PAPER_PY) fold $(subst fold,,$@) $(PAPER_ARGS)
 
-cv: setup ## all 5 folds of VARIANT/SUBSET/INIT, then mean ± std
+# Listed by `make help` as fold%; only fold1..fold5 exist (the explicit rule above wins for them).
+fold%: ## foldN, N=1..5: train and evaluate fold N (VARIANT SUBSET INIT GPU ENGINE DATA MIRROR; BATCH=256 ITER_SIZE=1 MAX_ITER=N)
+	@echo "make: no target $@: the folds are fold1 ... fold5" >&2; exit 2
+
+cv: setup ## all 5 folds of VARIANT/SUBSET/INIT, then mean ± std (same knobs as foldN, e.g. BATCH=64 ITER_SIZE=4)
 	$(PAPER_PY) cv --folds $(FOLDS) $(PAPER_ARGS)
 
-paper: setup ## every configuration of Tables 2, 4, 5, 6 (cached), then the tables
+paper: setup ## every configuration of Tables 2, 4, 5, 6 (cached), then the tables (BATCH ITER_SIZE MAX_ITER as foldN)
 	$(PAPER_PY) paper --folds $(FOLDS) $(PAPER_ARGS)
 
 demo: setup ## the pipeline on generated data with a small net: data, run folders, table.md and curves.png in demo/

@@ -23,6 +23,39 @@ def _fold_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu", help="0 | all | 0,1 | cpu:2 (data parallel on CPU)")
     p.add_argument("--engine", default="pixsent", choices=["pixsent", "caffe"])
     p.add_argument("--quiet", action="store_true", help="do not echo the training log")
+    p.add_argument(
+        "--batch",
+        type=_positive,
+        metavar="N",
+        help="TRAIN images per forward/backward pass (make BATCH=); default 256 as the paper (demo: 32)",
+    )
+    p.add_argument(
+        "--iter-size",
+        type=_positive,
+        default=1,
+        metavar="K",
+        help="passes accumulated per update, Caffe's iter_size (make ITER_SIZE=); epochs, stepsize and "
+        "max_iter count batch x K images, so --batch 64 --iter-size 4 trains with the solver of 256 in less "
+        "memory; default 1",
+    )
+    p.add_argument(
+        "--max-iter",
+        type=_positive,
+        metavar="N",
+        help="cap training at N iterations for a smoke run (make MAX_ITER=); recorded as capped in the "
+        "solver, stamps and metrics.json; a later call without it resumes and trains to the full max_iter",
+    )
+
+
+def _positive(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
 
 
 def _check_choices(args: argparse.Namespace) -> None:
@@ -43,8 +76,22 @@ def _fold_config(args: argparse.Namespace, fold: int = 1):
     gpu = None if args.gpu in (None, "", "cpu", "-1") else args.gpu
     if demo.is_demo_data(args.data):
         root = args.data if (args.data / demo.MARKER).exists() else args.data.parent
+        if args.iter_size != 1:
+            from pixsent.errors import NetError
+
+            raise NetError(f"--iter-size {args.iter_size}: the demo recipe's solver has no iter_size")
         dcfg = demo.DemoConfig(out=root.parent, variant=args.variant, echo=not args.quiet)
-        cfg = demo.fold_config(dcfg, root, fold=fold, runs=args.runs, gpu=gpu, engine=args.engine)
+        if args.batch is not None:
+            dcfg.batch = args.batch
+        cfg = demo.fold_config(
+            dcfg,
+            root,
+            fold=fold,
+            runs=args.runs,
+            gpu=gpu,
+            engine=args.engine,
+            max_iter_cap=args.max_iter,
+        )
         print(f"pixsent: {args.data} is a generated demo set: {demo.BANNER}", file=sys.stderr)
         return cfg
     _check_choices(args)
@@ -63,6 +110,9 @@ def _fold_config(args: argparse.Namespace, fold: int = 1):
         gpu=gpu,
         engine=args.engine,
         echo=not args.quiet,
+        batch=args.batch or 256,
+        iter_size=args.iter_size,
+        max_iter_cap=args.max_iter,
     )
 
 

@@ -6,11 +6,19 @@ Training runs as a child process (``pixsent caffe train``, or a real Caffe with 
 folder, so relative paths resolve as Caffe resolves them (against the working directory) and a crash or a
 kill leaves the snapshots written so far. What is trained is a *recipe* from a registry: ``paper`` (CaffeNet
 variants from pixsent.paper.prototxt_gen) or ``demo`` (the small generated-data net of pixsent.paper.demo).
+
+``batch`` x ``iter_size`` (BATCH=, ITER_SIZE=) is the paper recipe's effective batch: Caffe accumulates
+``iter_size`` passes per update, so 64 x 4 trains with the solver of 256 in a quarter of the memory.
+``max_iter_cap`` (MAX_ITER=) lowers the solver's max_iter for a smoke run of any recipe: the cap is written
+into solver.prototxt with a comment, recorded in the prototxt/train stamps and in metrics.json
+(``capped``, ``max_iter``, ``full_max_iter``), and a later call without it resumes from the capped run's
+snapshot and trains on to the full max_iter.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,7 +31,15 @@ import numpy as np
 
 from pixsent.errors import DataError, NetError
 from pixsent.paper import evaluate as ev
-from pixsent.paper.runs import RunPaths, cv_dir, file_fingerprint, is_done, mark_done, write_json
+from pixsent.paper.runs import (
+    RunPaths,
+    cv_dir,
+    file_fingerprint,
+    is_done,
+    mark_done,
+    read_stamp,
+    write_json,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("PIXSENT_SHARED", REPO.parent / "shared"))
@@ -31,7 +47,8 @@ SHARED = Path(os.environ.get("PIXSENT_SHARED", REPO.parent / "shared"))
 
 @dataclass
 class FoldConfig:
-    """Everything `make foldN` can override (VARIANT, SUBSET, INIT, GPU, ENGINE, DATA, MIRROR)."""
+    """Everything `make foldN` can override (VARIANT, SUBSET, INIT, GPU, ENGINE, DATA, MIRROR, BATCH,
+    ITER_SIZE, MAX_ITER)."""
 
     variant: str = "fc8_twitter"
     subset: str = "five"
@@ -52,10 +69,26 @@ class FoldConfig:
     echo: bool = True  # copy the training log to stderr while training
     on_log_line: Callable[[str], None] | None = None  # test hook: called with every training log line
     eval_batch: int = 4
+    batch: int = 256  # BATCH: TRAIN images per forward/backward pass (paper recipe; the paper's 256)
+    iter_size: int = 1  # ITER_SIZE: passes accumulated per update; epochs count batch x iter_size images
+    max_iter_cap: int | None = None  # MAX_ITER: smoke-run cap on the solver's max_iter (recorded as capped)
     extra: dict[str, Any] = field(default_factory=dict)  # recipe-specific settings
+
+    def __post_init__(self) -> None:
+        for name in ("batch", "iter_size", "max_iter_cap"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise NetError(f"{name} must be a whole number >= 1, got {value!r}")
 
     def run_paths(self) -> RunPaths:
         return RunPaths(Path(self.runs).resolve(), self.subset, self.variant, self.init, self.fold)
+
+    def solver_knobs(self) -> dict[str, int]:
+        """BATCH / ITER_SIZE / MAX_ITER where they differ from the paper's defaults (so stamps of runs made
+        with the defaults keep their digests)."""
+        knobs = {"batch": self.batch, "iter_size": self.iter_size, "max_iter_cap": self.max_iter_cap}
+        defaults = {"batch": 256, "iter_size": 1, "max_iter_cap": None}
+        return {k: v for k, v in knobs.items() if v != defaults[k]}
 
 
 class Recipe(Protocol):
@@ -142,22 +175,37 @@ def step_splits(cfg: FoldConfig, run: RunPaths) -> str:
     return "done"
 
 
-def image_root(cfg: FoldConfig) -> Path:
-    """DATA, or data/twitter/images, or MIRROR/images; an error naming `pixsent data fetch` when absent."""
+def image_root(cfg: FoldConfig, list_file: Path | None = None) -> Path:
+    """DATA/twitter/images, DATA/images, DATA, data/twitter/images or MIRROR/images: the first holding the
+    first image ``list_file`` names (DATA=data/twitter must not stop at a folder that only holds images/),
+    else the first that exists; an error naming `pixsent data fetch` when none does."""
     cands = (
         cfg.images and Path(cfg.images) / "twitter/images",
+        cfg.images and Path(cfg.images) / "images",
         cfg.images,
         Path("data/twitter/images"),
         cfg.mirror and Path(cfg.mirror) / "images",
     )
-    for cand in cands:
-        if cand is not None and Path(cand).is_dir():
-            return Path(cand)
+    found = [Path(c) for c in cands if c is not None and Path(c).is_dir()]
+    probe = _first_image(list_file) if list_file is not None else None
+    for cand in found:
+        if probe is not None and (cand / probe).is_file():
+            return cand
+    if found:
+        return found[0]  # the images may be partly missing: convert_imageset reports what it skips
     tried = ", ".join(str(c) for c in cands if c is not None)
     raise DataError(
         f"image folder not found (tried {tried}); pass DATA=dir / --data DIR, or run `pixsent data fetch` "
         "(or pass MIRROR=dir)"
     )
+
+
+def _first_image(list_file: Path) -> str | None:
+    """The path on the first non-empty line of an image list (None when it has none)."""
+    for line in Path(list_file).read_text().splitlines():
+        if line.strip():
+            return line.rsplit(None, 1)[0] if len(line.split()) > 1 else line.strip()
+    return None
 
 
 def lmdb_dir(cfg: FoldConfig) -> Path:
@@ -171,7 +219,7 @@ def step_lmdb(cfg: FoldConfig, run: RunPaths) -> str:
 
     recipe = get_recipe(cfg.recipe)
     size = recipe.image_size(cfg)
-    root = image_root(cfg)
+    root = image_root(cfg, run.dir / "train.txt")
     out = lmdb_dir(cfg)
     inputs = {
         "train": file_fingerprint(run.dir / "train.txt"),
@@ -237,6 +285,8 @@ def step_prototxt(cfg: FoldConfig, run: RunPaths) -> str:
         "sizes": sizes,
         "mean": str(mean_file),
         "extra": cfg.extra,
+        **cfg.solver_knobs(),
+        **({"weights": str(cfg.weights)} if cfg.weights is not None else {}),  # fc9_twitter reads its fc8
     }
     if is_done(run, "prototxt", inputs):
         return "cached"
@@ -249,14 +299,58 @@ def step_prototxt(cfg: FoldConfig, run: RunPaths) -> str:
         train_size=sizes[0],
         test_size=sizes[1],
     )
-    mark_done(run, "prototxt", inputs, [Path(p).name for p in files.values()])
+    full = max_iter(run)
+    if cfg.max_iter_cap is not None and cfg.max_iter_cap < full:
+        cap_solver(run.solver, cfg.max_iter_cap, full)
+    done = max_iter(run)
+    say(
+        f"{run.name} fold {run.fold}: max_iter {done}"
+        + (f" (CAPPED, full run {full})" if done < full else "")
+    )
+    mark_done(
+        run,
+        "prototxt",
+        inputs,
+        [Path(p).name for p in files.values()],
+        max_iter=done,
+        full_max_iter=full,
+        capped=done < full,
+    )
     return "done"
+
+
+_MAX_ITER_LINE = re.compile(r"^max_iter:\s*\d+\s*$", re.MULTILINE)
+
+
+def cap_solver(solver: Path, cap: int, full: int) -> None:
+    """Lower a written solver's max_iter to ``cap`` for a smoke run, with a comment saying it is not the
+    recipe's training (the rest of the solver, stepsize and snapshot included, is left as computed)."""
+    from pixsent.formats.atomic import atomic_write_text
+
+    text = Path(solver).read_text(encoding="utf-8")
+    found = list(_MAX_ITER_LINE.finditer(text))
+    if len(found) != 1:
+        raise NetError(f"{solver}: expected one 'max_iter: N' line to cap, found {len(found)}")
+    note = (
+        f"# CAPPED by --max-iter {cap} (MAX_ITER={cap}), a smoke run: the recipe's max_iter is {full}; "
+        "a later call without the cap resumes and trains on\n"
+    )
+    m = found[0]
+    atomic_write_text(Path(solver), text[: m.start()] + note + f"max_iter: {cap}" + text[m.end() :])
 
 
 def max_iter(run: RunPaths) -> int:
     from pixsent.formats.prototxt import read_solver
 
     return int(read_solver(run.solver).max_iter)
+
+
+def cap_info(run: RunPaths) -> dict:
+    """{max_iter, full_max_iter, capped} of the run's current solver, from the prototxt stamp."""
+    stamp = read_stamp(run, "prototxt")
+    done = max_iter(run)
+    full = int(stamp.info.get("full_max_iter", done)) if stamp is not None else done
+    return {"max_iter": done, "full_max_iter": full, "capped": done < full}
 
 
 def train_command(cfg: FoldConfig, run: RunPaths, resume: Path | None, weights: Path | None) -> list[str]:
@@ -286,20 +380,24 @@ def train_command(cfg: FoldConfig, run: RunPaths, resume: Path | None, weights: 
 def step_train(cfg: FoldConfig, run: RunPaths) -> str:
     """Train to max_iter, resuming from the newest snapshot when a previous call was interrupted."""
     recipe = get_recipe(cfg.recipe)
-    final = run.snapshot_model(max_iter(run))
+    info = cap_info(run)
+    final = run.snapshot_model(info["max_iter"])
     weights = recipe.init_weights(cfg)
     inputs = {
         "solver": file_fingerprint(run.solver),
         "train_val": file_fingerprint(run.train_val),
         "weights": str(weights) if weights else None,
         "engine": cfg.engine,
+        **({"max_iter_cap": cfg.max_iter_cap} if cfg.max_iter_cap is not None else {}),
     }
     if is_done(run, "train", inputs) and final.exists():
         return "cached"
-    resume = run.newest_solverstate()
-    if resume is not None and final.exists():
-        mark_done(run, "train", inputs, [final])
+    if run.newest_solverstate() is not None and final.exists():
+        mark_done(run, "train", inputs, [final], **info)
         return "cached"
+    # a state at or past max_iter (e.g. MAX_ITER below a finished run) cannot be resumed towards it
+    resume = run.newest_solverstate(before=info["max_iter"])
+    forget_evaluation(run)
     run.snapshots.mkdir(parents=True, exist_ok=True)
     cmd = train_command(cfg, run, resume, weights)
     say(("resuming from " + resume.name) if resume else f"training {run.name} fold {run.fold}")
@@ -311,8 +409,15 @@ def step_train(cfg: FoldConfig, run: RunPaths) -> str:
     _run_logged(cmd, run, env, cfg)
     if not final.exists():
         raise NetError(f"{run.log}: training ended without {final.name}; see the log")
-    mark_done(run, "train", inputs, [final])
+    mark_done(run, "train", inputs, [final], **info)
     return "done"
+
+
+def forget_evaluation(run: RunPaths) -> None:
+    """Drop metrics/predictions of earlier weights before training changes them (a capped run's metrics
+    must not stand for the full run's while it trains on, nor be read by `pixsent table`)."""
+    for path in (run.stamps / "evaluate.json", run.metrics, run.predictions_csv, run.predictions_npz):
+        path.unlink(missing_ok=True)
 
 
 def _run_logged(cmd: list[str], run: RunPaths, env: dict[str, str], cfg: FoldConfig) -> None:
@@ -347,7 +452,8 @@ def _run_logged(cmd: list[str], run: RunPaths, env: dict[str, str], cfg: FoldCon
 def step_evaluate(cfg: FoldConfig, run: RunPaths) -> str:
     """Centre-crop and 10-crop predictions of the test fold with the final weights, and the fold's metrics."""
     recipe = get_recipe(cfg.recipe)
-    weights = run.snapshot_model(max_iter(run))
+    info = cap_info(run)
+    weights = run.snapshot_model(info["max_iter"])
     mean = recipe.eval_mean(cfg, lmdb_dir(cfg))
     size = recipe.image_size(cfg)
     inputs = {
@@ -366,7 +472,9 @@ def step_evaluate(cfg: FoldConfig, run: RunPaths) -> str:
         device=_device(cfg),
         progress=cfg.progress,
     )
-    pred = ev.evaluate_list(run.deploy, weights, image_root(cfg), run.dir / "test.txt", ecfg)
+    pred = ev.evaluate_list(
+        run.deploy, weights, image_root(cfg, run.dir / "test.txt"), run.dir / "test.txt", ecfg
+    )
     ev.save_predictions(pred, run.predictions_csv, run.predictions_npz)
     metrics = ev.fold_metrics(pred) | {
         "subset": cfg.subset,
@@ -374,6 +482,7 @@ def step_evaluate(cfg: FoldConfig, run: RunPaths) -> str:
         "init": cfg.init,
         "fold": cfg.fold,
         "weights": weights.name,
+        **info,
     }
     ev.write_metrics(run.metrics, metrics)
     mark_done(run, "evaluate", inputs, [run.predictions_csv, run.predictions_npz, run.metrics])
@@ -403,9 +512,14 @@ def run_fold(cfg: FoldConfig) -> dict:
         status = step(cfg, run)
         say(f"{run.subset}/{run.name}/fold{run.fold}: {name} {status}")
     metrics = json.loads(run.metrics.read_text())
+    capped = (
+        f" after {metrics['max_iter']} of {metrics['full_max_iter']} iterations (CAPPED smoke run)"
+        if metrics.get("capped")
+        else ""
+    )
     say(
         f"fold {cfg.fold}: accuracy {metrics['accuracy_center']:.4f} (centre), "
-        f"{metrics['accuracy_oversample']:.4f} (10-crop)"
+        f"{metrics['accuracy_oversample']:.4f} (10-crop){capped}"
     )
     return metrics
 
@@ -416,6 +530,9 @@ def run_cv(cfg: FoldConfig, folds: range = range(1, 6)) -> dict:
 
     results = {k: run_fold(replace(cfg, fold=k)) for k in folds}
     summary = ev.cv_summary(results) | {"subset": cfg.subset, "variant": cfg.variant, "init": cfg.init}
+    capped = [k for k, m in results.items() if m.get("capped")]
+    if capped:
+        summary["capped_folds"] = capped  # smoke runs: not the paper's training
     write_json(cv_dir(Path(cfg.runs), cfg.subset, cfg.variant, cfg.init) / "cv.json", summary)
     for mode in ("center", "oversample"):
         s = summary[mode]
@@ -455,10 +572,23 @@ class PaperRecipe:
             raise DataError(f"unknown initialisation {cfg.init!r}; see `pixsent models list`") from None
 
     def train_mean(self, cfg: FoldConfig, lmdb_dir: Path) -> Path:
-        """The init model's mean as a binaryproto (ILSVRC mean for CaffeNet-initialised models)."""
+        """The init model's mean as a binaryproto (the registry's: ILSVRC for CaffeNet-derived models, the
+        Places205 mean from its archive for PlacesCNN; ILSVRC for a model not in the registry)."""
         explicit = cfg.extra.get("mean_file")
         if explicit:
             return Path(explicit).resolve()
+        try:
+            spec = self._entry(cfg).mean
+        except DataError:
+            spec = None
+        if spec is not None and spec.npy is None:  # shipped with the model: models/<name> or MODELS/<name>
+            for cand in (Path(spec.file), Path(cfg.models) / Path(spec.file).name):
+                if cand.is_file():
+                    return cand.resolve()
+            raise DataError(
+                f"mean {spec.file} of {cfg.init!r} not found (nor in {cfg.models}); "
+                f"run `pixsent models fetch {cfg.init}` (or pass MIRROR=dir)"
+            )
         path = Path("data/ilsvrc_2012_mean.binaryproto")
         if not path.exists():
             npy = next(
@@ -485,6 +615,28 @@ class PaperRecipe:
         from pixsent.formats.binaryproto import read_mean
 
         return read_mean(self.train_mean(cfg, lmdb_dir)).mean(axis=(1, 2))
+
+    def _init_outputs(self, cfg: FoldConfig) -> int | None:
+        """fc9_twitter keeps the init model's fc8: its width read from the initial caffemodel (the registry
+        lacks it for some MVSO models, and --weights may hold another model); None elsewhere (registry)."""
+        if cfg.variant != "fc9_twitter":
+            return None
+        try:
+            weights = self.init_weights(cfg)
+        except DataError:
+            return None  # training will report the missing weights; the registry's width is used meanwhile
+        from pixsent.formats.blob import blob_shape
+        from pixsent.formats.caffemodel import read_caffemodel
+
+        net = read_caffemodel(weights)
+        layers = list(net.layer) or list(net.layers)
+        fc8 = next((layer for layer in layers if layer.name == "fc8" and layer.blobs), None)
+        if fc8 is None:
+            raise NetError(
+                f"{weights}: no layer 'fc8' with weights, which fc9_twitter keeps from its init model"
+            )
+        shape = blob_shape(fc8.blobs[0])  # (N, K), or legacy (1, 1, N, K) in V1 caffemodels
+        return int(shape[2] if len(shape) == 4 and shape[:2] == (1, 1) else shape[0])
 
     def init_weights(self, cfg: FoldConfig) -> Path | None:
         if cfg.weights is not None:
@@ -519,7 +671,13 @@ class PaperRecipe:
         from pixsent.paper.prototxt_gen import write_variant_files
         from pixsent.paper.variants import VariantConfig
 
-        vcfg = VariantConfig(variant=cfg.variant, init=cfg.init)
+        vcfg = VariantConfig(
+            variant=cfg.variant,
+            init=cfg.init,
+            init_outputs=self._init_outputs(cfg),
+            train_batch_size=cfg.batch,
+            iter_size=cfg.iter_size,
+        )
         return write_variant_files(
             vcfg,
             run.dir,

@@ -96,6 +96,7 @@ def render_variant_files(
         train_size=train_size,
         test_size=test_size,
         batch_size=cfg.train_batch_size,
+        iter_size=cfg.iter_size,
         test_batch_cap=cfg.test_batch_cap,
         base_lr=cfg.base_lr,
     )

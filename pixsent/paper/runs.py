@@ -92,8 +92,9 @@ class RunPaths:
                     found.append((int(m.group(1)), p))
         return sorted(found)
 
-    def newest_solverstate(self) -> Path | None:
-        states = self.solverstates()
+    def newest_solverstate(self, before: int | None = None) -> Path | None:
+        """The newest complete snapshot's .solverstate (only those of an iteration < ``before`` if given)."""
+        states = [(it, p) for it, p in self.solverstates() if before is None or it < before]
         return states[-1][1] if states else None
 
 

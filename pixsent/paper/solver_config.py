@@ -1,7 +1,11 @@
 """The paper's solver, computed from a fold's real training-set size and batch size (SPEC section 2).
 
 Rules (one for every subset; five-agree has 704 training images per fold):
-- iterations per epoch = train_size / batch_size (704 / 256 = 2.75);
+- iterations per epoch = train_size / (batch_size x iter_size) (704 / 256 = 2.75): Caffe's ``iter_size``
+  accumulates the gradients of that many forward/backward passes and divides by it before each update, so
+  one iteration (and the learning-rate schedule counted in iterations) sees the EFFECTIVE batch; batch 64 x
+  iter_size 4 therefore gets the same max_iter, stepsize and rates as batch 256 (``iter_size`` is written
+  only when it is not 1, so the paper's files are unchanged);
 - max_iter = epochs x iterations per epoch rounded UP to a multiple of 10 (65 x 2.75 = 178.75 -> 180, the
   released ``_iter_180``); at least 65 full epochs are seen;
 - stepsize = 6 epochs rounded UP to whole iterations (16.5 -> 17), so every learning-rate stage spans at
@@ -45,6 +49,7 @@ class SolverConfig:
     train_size: int
     test_size: int
     batch_size: int = 256
+    iter_size: int = 1  # forward/backward passes accumulated per update (Caffe's SolverParameter.iter_size)
     test_batch_cap: int = 50
     base_lr: float = 0.001
     epochs: int = 65
@@ -58,12 +63,26 @@ class SolverConfig:
     solver_mode: str = "CPU"
 
     def __post_init__(self) -> None:
-        if self.train_size <= 0 or self.batch_size <= 0:
-            raise DataError(f"training set size {self.train_size} / batch {self.batch_size} must be positive")
+        if self.train_size <= 0 or self.batch_size <= 0 or self.iter_size <= 0:
+            raise DataError(
+                f"training set size {self.train_size} / batch {self.batch_size} / iter_size {self.iter_size}"
+                " must be positive"
+            )
+
+    @property
+    def effective_batch(self) -> int:
+        """Images per update: batch_size x iter_size (what an epoch is counted in)."""
+        return self.batch_size * self.iter_size
 
     @property
     def iters_per_epoch(self) -> float:
-        return self.train_size / self.batch_size
+        return self.train_size / self.effective_batch
+
+    def _per(self) -> str:
+        """How the effective batch is written in comments: ``256`` or ``(64 x 4)``."""
+        if self.iter_size == 1:
+            return str(self.batch_size)
+        return f"({self.batch_size} x {self.iter_size})"
 
     @property
     def max_iter(self) -> int:
@@ -105,7 +124,7 @@ class SolverConfig:
             (
                 "test_interval",
                 self.test_interval,
-                f"test once per epoch: ceil({self.train_size} / {self.batch_size})",
+                f"test once per epoch: ceil({self.train_size} / {self._per()})",
             ),
             ("base_lr", self.base_lr, "paper: 0.001 (0.0001 for fc6-2)"),
             ("lr_policy", "step", "paper: divide the rate by 10 every 6 epochs"),
@@ -113,15 +132,16 @@ class SolverConfig:
             (
                 "stepsize",
                 self.stepsize,
-                f"{self.step_epochs} epochs = ceil({self.step_epochs} x {self.train_size} / {self.batch_size}"
+                f"{self.step_epochs} epochs = ceil({self.step_epochs} x {self.train_size} / {self._per()}"
                 f" = {self.step_epochs * ipe:g}) iterations",
             ),
             (
                 "max_iter",
                 self.max_iter,
-                f"{e} epochs = {e} x {self.train_size} / {self.batch_size} = {e * ipe:g} iterations, "
+                f"{e} epochs = {e} x {self.train_size} / {self._per()} = {e * ipe:g} iterations, "
                 f"rounded up to a multiple of {self.max_iter_multiple}",
             ),
+            *self._iter_size_field(),
             ("display", self.display, "log every iteration (runs are a few hundred iterations)"),
             ("momentum", self.momentum, "paper"),
             ("weight_decay", self.weight_decay, "not in the paper: BVLC CaffeNet's value"),
@@ -134,6 +154,21 @@ class SolverConfig:
             ("solver_mode", self.solver_mode, "CPU unless -gpu N is given on the command line"),
             ("random_seed", self.random_seed, "fixed seed: repeatable crops, mirrors, dropout and fillers"),
             ("type", "SGD", "paper: SGD with momentum"),
+        ]
+
+    def _iter_size_field(self) -> list[tuple[str, object, str]]:
+        """``iter_size`` with its explanation, only when it is not Caffe's default 1."""
+        if self.iter_size == 1:
+            return []
+        b, k, eff = self.batch_size, self.iter_size, self.effective_batch
+        return [
+            (
+                "iter_size",
+                k,
+                f"TRAIN batch {b} x iter_size {k} = effective batch {eff}: Caffe accumulates {k} passes and "
+                f"divides by {k} before each update, so epochs, stepsize and max_iter count {eff}-image "
+                "iterations",
+            )
         ]
 
     def to_proto(self) -> caffe_pb2.SolverParameter:
@@ -151,9 +186,13 @@ class SolverConfig:
         """Solver prototxt with a ``#`` comment above each field saying how its value was derived."""
         full = self.to_proto()
         lines = [f"# {line}" if line else "#" for line in header.splitlines()]
+        per = (
+            f"batch {self.batch_size}"
+            if self.iter_size == 1
+            else f"(batch {self.batch_size} x iter_size {self.iter_size} = {self.effective_batch} an update)"
+        )
         lines.append(
-            f"# {self.train_size} training images / batch {self.batch_size}"
-            f" = {self.iters_per_epoch:g} iterations per epoch"
+            f"# {self.train_size} training images / {per} = {self.iters_per_epoch:g} iterations per epoch"
         )
         for name, _, comment in self.fields():
             single = caffe_pb2.SolverParameter()

@@ -50,7 +50,10 @@ class VariantConfig:
     init_outputs: int | None = None  # width of the init model's fc8 (kept by fc9_twitter)
     fc9_activation: Fc9Activation = DEFAULT_FC9_ACTIVATION
     num_classes: int = 2
-    train_batch_size: int = 256
+    train_batch_size: int = 256  # TRAIN Data batch (BATCH=); the paper's 256
+    iter_size: int = (
+        1  # passes accumulated per update (ITER_SIZE=): batch x iter_size is what an epoch counts
+    )
     test_batch_cap: int = 50  # largest TEST batch; the actual size is balanced over the test fold
     deploy_batch_size: int = 10
     crop_size: int = 227
@@ -59,6 +62,10 @@ class VariantConfig:
     def __post_init__(self) -> None:
         if self.variant not in HEADS:
             raise NetError(f"unknown variant {self.variant!r} (known: {', '.join(HEADS)})")
+        if self.train_batch_size < 1 or self.iter_size < 1:
+            raise NetError(
+                f"{self.variant}: batch {self.train_batch_size} and iter_size {self.iter_size} must be >= 1"
+            )
         object.__setattr__(self, "fc9_activation", Fc9Activation(self.fc9_activation))
         if self.init_outputs is None or self.mean_file is None:
             outputs, mean = _init_defaults(self.init)
