@@ -27,6 +27,10 @@ from pixsent.errors import NetError
 
 ModelSource = str | os.PathLike[str] | caffe_pb2.NetParameter
 
+#: layer types whose top is a new tensor that their backward does not need, so an in-place ReLU right
+#: after them may overwrite it (Caffe's in-place ReLU overwrites the blob too)
+_FRESH_OUTPUT_TYPES = frozenset({"Convolution", "Deconvolution", "InnerProduct", "Pooling", "LRN"})
+
 
 def _load_net_param(model: ModelSource) -> caffe_pb2.NetParameter:
     """A private, upgraded copy of the net definition (prototxt path or NetParameter)."""
@@ -97,6 +101,7 @@ class Net:
         self._loss_tops: list[list[tuple[int, float]]] = []
         self._in_place: list[list[bool]] = []
         self._propagate: list[list[bool]] = []
+        self._may_overwrite: list[bool] = []
         self._loss: torch.Tensor | None = None
         self._graph = False
         self._grad_sources: dict[str, torch.Tensor] = {}
@@ -111,6 +116,8 @@ class Net:
     # -- construction -----------------------------------------------------------------------------
     def _build(self) -> None:
         available: list[str] = []
+        writer: dict[str, str] = {}  # blob -> type of the layer that last wrote it
+        read_since_write: dict[str, bool] = {}
         for lp in self.param.layer:
             if not lp.HasField("phase"):
                 lp.phase = self.phase
@@ -157,6 +164,16 @@ class Net:
             self._loss_tops.append(weights)
             self._in_place.append(in_place)
             self._propagate.append(list(lp.propagate_down) or [True] * len(bottoms))
+            self._may_overwrite.append(
+                lp.type == "ReLU"
+                and tops == bottoms
+                and writer.get(bottoms[0]) in _FRESH_OUTPUT_TYPES
+                and not read_since_write.get(bottoms[0], True)
+            )
+            for b in bottoms:
+                read_since_write[b] = True
+            for t in tops:
+                writer[t], read_since_write[t] = lp.type, False
         self.outputs = sorted(available)
 
     def _share_by_name(self) -> None:
@@ -257,6 +274,8 @@ class Net:
         with torch.set_grad_enabled(grad):
             for i in range(i0, i1 + 1):
                 layer = self.layers[i]
+                if self._may_overwrite[i]:
+                    layer.inplace = not keep
                 bottoms = [self.blobs[b].tensor for b in self.bottom_names[i]]
                 if grad:
                     bottoms = [b if p else b.detach() for b, p in zip(bottoms, self._propagate[i])]

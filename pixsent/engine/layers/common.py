@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from pixsent.caffe.proto import caffe_pb2
+from pixsent.engine.fastpath import FAST
 from pixsent.engine.layers.base import Layer, Shape
 from pixsent.engine.registry import register_layer
 from pixsent.errors import NetError
@@ -47,14 +48,61 @@ class InnerProduct(Layer):
         x = bottoms[0]
         lead = tuple(x.shape[: self.axis])
         x2 = x.reshape(math.prod(lead), -1)
+        weight = self.blobs[0]
         bias = self.blobs[1] if self.bias_term else None
-        if self.transpose:
-            y = x2 @ self.blobs[0]
+        params_learn = weight.requires_grad or (bias is not None and bias.requires_grad)
+        if FAST.fast_fc and torch.is_grad_enabled() and params_learn:
+            y = _InnerProductAccumulate.apply(x2, weight, bias, self.transpose)
+        elif self.transpose:
+            y = x2 @ weight
             if bias is not None:
                 y = y + bias
         else:
-            y = F.linear(x2, self.blobs[0], bias)
+            y = F.linear(x2, weight, bias)
         return [y.reshape(lead + (self.num_output,))]
+
+
+def _accumulate(param: torch.Tensor, grad: torch.Tensor) -> None:
+    """param.grad += grad (param.grad created when absent), as Caffe accumulates param diffs."""
+    if param.grad is None:
+        param.grad = grad.clone()
+    else:
+        param.grad.add_(grad)
+
+
+class _InnerProductAccumulate(torch.autograd.Function):
+    """y = x W^T + b whose backward adds dW = dy^T x (x^T dy with ``transpose``) and db = sum of dy
+    straight into the parameters' diffs with one GEMM of beta 1, as Caffe's InnerProduct backward does;
+    the parameters get no autograd gradient of their own (so no second weight-sized tensor per step)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, transpose: bool):
+        ctx.save_for_backward(x, weight)
+        ctx.transpose = transpose
+        ctx.bias = bias
+        if transpose:
+            y = x @ weight
+            return y.add_(bias) if bias is not None else y
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, weight = ctx.saved_tensors
+        bias = ctx.bias
+        dx = None
+        if ctx.needs_input_grad[0]:
+            dx = dy @ weight.t() if ctx.transpose else dy @ weight
+        with torch.no_grad():
+            if weight.requires_grad:
+                if weight.grad is None:
+                    weight.grad = torch.zeros_like(weight)
+                if ctx.transpose:
+                    weight.grad.addmm_(x.t(), dy)
+                else:
+                    weight.grad.addmm_(dy.t(), x)
+            if bias is not None and bias.requires_grad:
+                _accumulate(bias, dy.sum(0))
+        return dx, None, None, None
 
 
 @register_layer("Softmax")

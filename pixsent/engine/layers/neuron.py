@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from pixsent.caffe.proto import caffe_pb2
+from pixsent.engine.fastpath import FAST
 from pixsent.engine.layers.base import Layer, Shape
 from pixsent.engine.registry import register_layer
 from pixsent.errors import NetError
@@ -26,10 +27,18 @@ class _Elementwise(Layer):
 
 @register_layer("ReLU")
 class ReLU(_Elementwise):
-    """max(x, 0) + negative_slope * min(x, 0); the gradient at exactly 0 is the negative side's, as Caffe."""
+    """max(x, 0) + negative_slope * min(x, 0); the gradient at exactly 0 is the negative side's, as Caffe.
+
+    ``inplace`` is set by the Net when the layer is in place (top named like bottom) and overwriting the
+    bottom tensor is safe: a fresh tensor nothing else has read or saved, and no blob diffs are kept.
+    """
+
+    inplace = False
 
     def fn(self, x: torch.Tensor) -> torch.Tensor:
         slope = float(self.param.relu_param.negative_slope)
+        if self.inplace and FAST.inplace_relu:
+            return F.relu_(x) if slope == 0 else F.leaky_relu_(x, slope)
         return F.relu(x) if slope == 0 else F.leaky_relu(x, slope)
 
 

@@ -1,0 +1,290 @@
+"""The engine's fast paths give Caffe's numbers: LRN vs a float64 numpy reference of Caffe's forward and
+backward formulas, channels-last vs contiguous blobs, in-place ReLU, InnerProduct diff accumulation.
+
+Tolerance: relative error = max |a - b| / max |b| <= 1e-5 (float32 against float64 or another float32
+path) unless stated.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from google.protobuf import text_format
+
+from pixsent.caffe.proto import caffe_pb2
+from pixsent.engine.fastpath import FAST, FastPaths, fastpaths
+from pixsent.engine.layers.vision import channel_window_sum, lrn_across_channels
+from pixsent.engine.net import Net
+
+TOL = 1e-5
+RNG = np.random.default_rng(2017)
+ALL_OFF = dict(channels_last=False, fast_lrn=False, inplace_relu=False, fast_fc=False)
+
+
+def rel(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+def make_net(text: str, phase: int = caffe_pb2.TRAIN) -> Net:
+    return Net(text_format.Parse(text, caffe_pb2.NetParameter()), phase, seed=5)
+
+
+# ---------------------------------------------------------------- LRN
+def caffe_lrn64(x: np.ndarray, dy: np.ndarray, n: int, alpha: float, beta: float, k: float):
+    """Caffe's ACROSS_CHANNELS LRN in float64: scale = k + alpha/n * window sum of x^2, y = x scale^-beta,
+    dx = dy scale^-beta - 2 alpha beta / n * x * window sum of (dy y / scale)."""
+    x, dy = x.astype(np.float64), dy.astype(np.float64)
+    pad = (n - 1) // 2
+    c = x.shape[1]
+
+    def wsum(a: np.ndarray) -> np.ndarray:
+        p = np.pad(a, ((0, 0), (pad, pad), (0, 0), (0, 0)))
+        return sum(p[:, i : i + c] for i in range(n))
+
+    scale = k + alpha / n * wsum(x * x)
+    y = x * scale**-beta
+    dx = dy * scale**-beta - 2 * alpha * beta / n * x * wsum(dy * y / scale)
+    return y, dx
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize(
+    "shape,n,alpha,beta,k",
+    [
+        ((2, 7, 4, 5), 5, 0.1, 0.75, 2.0),
+        ((3, 16, 6, 6), 5, 1e-4, 0.75, 1.0),
+        ((2, 3, 5, 4), 7, 0.5, 0.6, 1.5),  # window wider than the channels
+        ((1, 1, 3, 3), 3, 1.0, 0.75, 1.0),
+    ],
+)
+def test_lrn_forward_backward_match_caffe_formula(layout, shape, n, alpha, beta, k):
+    x = (RNG.normal(size=shape) * 20).astype(np.float32)
+    dy = RNG.normal(size=shape).astype(np.float32)
+    xt = torch.from_numpy(x)
+    if layout == "nhwc":
+        xt = xt.contiguous(memory_format=torch.channels_last)
+    xt.requires_grad_(True)
+    y = lrn_across_channels(xt, n, alpha, beta, k)
+    y.backward(torch.from_numpy(dy))
+    y_ref, dx_ref = caffe_lrn64(x, dy, n, alpha, beta, k)
+    assert rel(y.detach().numpy(), y_ref) <= TOL
+    assert rel(xt.grad.numpy(), dx_ref) <= TOL
+    with torch.no_grad():
+        assert rel(lrn_across_channels(xt.detach(), n, alpha, beta, k).numpy(), y_ref) <= TOL
+    if layout == "nhwc" and shape[1] > 1:
+        assert y.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_channel_window_sum_is_zero_padded_window():
+    a = torch.arange(24, dtype=torch.float32).reshape(2, 6, 2)
+    got = channel_window_sum(a, 1, 3)
+    want = a.clone()
+    want[:, 1:] += a[:, :-1]
+    want[:, :-1] += a[:, 1:]
+    assert torch.equal(got, want)
+
+
+LRN_NET = """
+layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 6 dim: 5 dim: 5 } } }
+layer { name: "n" type: "LRN" bottom: "x" top: "y" lrn_param { local_size: 5 alpha: 0.3 beta: 0.75 k: 2 } }
+force_backward: true
+"""
+
+
+def test_lrn_layer_fast_path_equals_plain_path():
+    x = (RNG.normal(size=(2, 6, 5, 5)) * 4).astype(np.float32)
+    dy = RNG.normal(size=(2, 6, 5, 5)).astype(np.float32)
+    results = []
+    for fast in (True, False):
+        with fastpaths(fast_lrn=fast):
+            net = make_net(LRN_NET)
+            net.blobs["x"].data[...] = x
+            net.forward()
+            net.backward(top_diffs={"y": dy})
+            results.append((net.blobs["y"].data.copy(), net.blobs["x"].diff.copy()))
+    assert rel(results[0][0], results[1][0]) <= TOL
+    assert rel(results[0][1], results[1][1]) <= TOL
+
+
+# ---------------------------------------------------------------- whole nets, fast vs plain
+def golden_mini(golden: Path) -> Path:
+    return golden / "mini_caffenet"
+
+
+def test_deploy_blobs_same_with_and_without_fast_paths(golden):
+    mini = golden_mini(golden)
+    blobs = []
+    for switches in ({}, ALL_OFF):
+        with fastpaths(**switches):
+            net = Net(mini / "deploy.prototxt", caffe_pb2.TEST, weights=str(mini / "weights.caffemodel"))
+            net.blobs["data"].data[...] = np.load(mini / "input.npy")
+            net.forward()
+            blobs.append({k: b.data.copy() for k, b in net.blobs.items()})
+    fast, plain = blobs
+    for name in plain:
+        assert rel(fast[name], plain[name]) <= TOL, name
+    with fastpaths():
+        net = Net(mini / "deploy.prototxt", caffe_pb2.TEST, weights=str(mini / "weights.caffemodel"))
+        net.blobs["data"].data[...] = np.load(mini / "input.npy")
+        net.forward()
+        # convolutions ran on channels-last memory, yet blobs read as N x C x H x W
+        assert net.blobs["conv1"].tensor.is_contiguous(memory_format=torch.channels_last)
+        assert not net.blobs["conv1"].tensor.is_contiguous()
+        assert net.blobs["conv1"].data.shape == (2, 16, 55, 55)
+        assert rel(net.blobs["norm2"].data, np.load(mini / "blobs.npz")["norm2"]) <= TOL
+
+
+def _train_step(mini: Path, keep_diffs: bool) -> tuple[dict, dict, float]:
+    net = Net(mini / "train_nodrop.prototxt", caffe_pb2.TRAIN, weights=str(mini / "weights.caffemodel"))
+    net.keep_blob_diffs = keep_diffs
+    net.blobs["data"].data[...] = np.load(mini / "input.npy")
+    net.blobs["label"].data[...] = np.load(mini / "labels.npy")
+    net.clear_param_diffs()
+    loss = net.forward()
+    net.backward()
+    grads = {f"{n}/{i}": b.diff.copy() for n, ps in net.params.items() for i, b in enumerate(ps)}
+    blobs = {k: b.data.copy() for k, b in net.blobs.items()}
+    return grads, blobs, loss
+
+
+def test_gradients_same_with_and_without_fast_paths(golden):
+    mini = golden_mini(golden)
+    ref = np.load(mini / "grads.npz")
+    with fastpaths():
+        fast, fast_blobs, loss = _train_step(mini, keep_diffs=False)
+    with fastpaths(**ALL_OFF):
+        plain, plain_blobs, _ = _train_step(mini, keep_diffs=False)
+    assert abs(loss - float(ref["loss"])) <= TOL * abs(float(ref["loss"]))
+    for key in plain:
+        assert rel(fast[key], plain[key]) <= TOL, key
+        assert rel(fast[key], ref[key]) <= TOL, key
+    for name in plain_blobs:
+        assert rel(fast_blobs[name], plain_blobs[name]) <= TOL, name
+
+
+# ---------------------------------------------------------------- in-place ReLU
+CONV_RELU = """
+layer {{ name: "in" type: "Input" top: "x" top: "t"
+  input_param {{ shape {{ dim: 2 dim: 3 dim: 8 dim: 8 }} shape {{ dim: 2 dim: 3 }} }} }}
+layer {{ name: "conv" type: "Convolution" bottom: "x" top: "c"
+  convolution_param {{ num_output: 4 kernel_size: 3 weight_filler {{ type: "gaussian" std: 0.5 }} }} }}
+{extra}
+layer {{ name: "relu" type: "ReLU" bottom: "c" top: "c" }}
+layer {{ name: "ip" type: "InnerProduct" bottom: "c" top: "y"
+  inner_product_param {{ num_output: 3 weight_filler {{ type: "gaussian" std: 0.5 }} }} }}
+layer {{ name: "loss" type: "EuclideanLoss" bottom: "y" bottom: "t" top: "loss" }}
+"""
+
+
+def _conv_relu_run(extra: str, inplace: bool, keep: bool = False):
+    x = RNG.normal(size=(2, 3, 8, 8)).astype(np.float32)
+    t = RNG.normal(size=(2, 3)).astype(np.float32)
+    with fastpaths(inplace_relu=inplace):
+        net = make_net(CONV_RELU.format(extra=extra))
+        net.keep_blob_diffs = keep
+        net.blobs["x"].data[...] = x
+        net.blobs["t"].data[...] = t
+        net.forward()
+        net.backward()
+    return net
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_inplace_relu_gives_the_same_blobs_and_diffs(keep):
+    state = RNG.bit_generator.state
+    a = _conv_relu_run("", inplace=True, keep=keep)
+    RNG.bit_generator.state = state
+    b = _conv_relu_run("", inplace=False, keep=keep)
+    relu = a.layers[a.layer_names.index("relu")]
+    assert relu.inplace is (not keep)
+    assert np.array_equal(a.blobs["c"].data, b.blobs["c"].data)
+    assert a.blobs["c"].data.min() == 0
+    for name in ("conv", "ip"):
+        for pa, pb in zip(a.params[name], b.params[name]):
+            assert rel(pa.diff, pb.diff) <= TOL
+    if keep:  # the kept diff of an in-place blob is the one w.r.t. the ReLU's input, as in Caffe
+        assert rel(a.blobs["c"].diff, b.blobs["c"].diff) <= TOL
+
+
+def test_relu_after_another_reader_does_not_overwrite():
+    # "p" reads the conv output before the in-place ReLU: the ReLU must not overwrite what p saved
+    extra = (
+        'layer { name: "p" type: "Pooling" bottom: "c" top: "p"\n'
+        "  pooling_param { pool: AVE kernel_size: 2 } }\n"
+        'layer { name: "s" type: "Silence" bottom: "p" }'
+    )
+    net = _conv_relu_run(extra, inplace=True)
+    relu = net.layers[net.layer_names.index("relu")]
+    assert relu.inplace is False
+    assert net.blobs["c"].data.min() == 0
+
+
+# ---------------------------------------------------------------- InnerProduct accumulation
+IP_NET = """
+layer {{ name: "in" type: "Input" top: "x" top: "t"
+  input_param {{ shape {{ dim: 4 dim: 5 }} shape {{ dim: 4 dim: 3 }} }} }}
+layer {{ name: "ip" type: "InnerProduct" bottom: "x" top: "y" {spec}
+  inner_product_param {{ num_output: 3 transpose: {tr} weight_filler {{ type: "gaussian" std: 0.5 }}
+  bias_filler {{ type: "gaussian" std: 0.5 }} }} }}
+layer {{ name: "loss" type: "EuclideanLoss" bottom: "y" bottom: "t" top: "loss" }}
+"""
+
+
+@pytest.mark.parametrize("transpose", ["false", "true"])
+def test_inner_product_diffs_accumulate_like_caffe(transpose):
+    x = RNG.normal(size=(4, 5)).astype(np.float32)
+    t = RNG.normal(size=(4, 3)).astype(np.float32)
+    diffs = []
+    for fast in (True, False):
+        with fastpaths(fast_fc=fast):
+            net = make_net(IP_NET.format(spec="", tr=transpose))
+            net.blobs["x"].data[...] = x
+            net.blobs["t"].data[...] = t
+            net.forward()
+            net.backward()
+            once = [p.diff.copy() for p in net.params["ip"]]
+            net.forward()
+            net.backward()
+            twice = [p.diff.copy() for p in net.params["ip"]]
+            for a, b in zip(once, twice):
+                np.testing.assert_allclose(b, 2 * a, rtol=1e-6, atol=1e-7)
+            diffs.append(once)
+    w = net.params["ip"][0].data.astype(np.float64)
+    b = net.params["ip"][1].data.astype(np.float64)
+    y = x @ w + b if transpose == "true" else x @ w.T + b
+    dy = (y - t) / 4  # EuclideanLoss: sum of squares / (2 N)
+    want_w = x.T @ dy if transpose == "true" else dy.T @ x
+    for got in diffs:
+        assert rel(got[0], want_w) <= TOL
+        assert rel(got[1], dy.sum(0)) <= TOL
+
+
+def test_frozen_inner_product_weights_get_no_diff():
+    spec = "param { lr_mult: 0 } param { lr_mult: 1 }"
+    net = make_net(IP_NET.format(spec=spec, tr="false"))
+    net.blobs["x"].data[...] = RNG.normal(size=(4, 5))
+    net.blobs["t"].data[...] = RNG.normal(size=(4, 3))
+    net.forward()
+    net.backward()
+    assert not net.params["ip"][0].diff.any()
+    assert net.params["ip"][1].diff.any()
+
+
+# ---------------------------------------------------------------- switches
+def test_fastpaths_context_restores_and_rejects_unknown(monkeypatch):
+    before = (FAST.channels_last, FAST.fast_lrn, FAST.inplace_relu, FAST.fast_fc)
+    with fastpaths(channels_last=False, fast_fc=False):
+        assert not FAST.channels_last and not FAST.fast_fc
+    assert (FAST.channels_last, FAST.fast_lrn, FAST.inplace_relu, FAST.fast_fc) == before
+    with pytest.raises(ValueError, match="warp"), fastpaths(warp=True):
+        pass
+    monkeypatch.setenv("PIXSENT_FAST", "0")
+    assert FastPaths.from_env() == FastPaths(False, False, False, False)
+    monkeypatch.setenv("PIXSENT_FAST", "1")
+    monkeypatch.setenv("PIXSENT_FAST_LRN", "off")
+    assert FastPaths.from_env() == FastPaths(True, False, True, True)
