@@ -3,6 +3,7 @@ solvers."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -213,3 +214,146 @@ def test_generated_solver_scales_with_fold_size(tmp_path):
     assert s_four.max_iter > 180  # more images per epoch, same 65 epochs
     # >= 65 epochs of 892 images at batch 256 (226.5 iterations), rounded up as five-agree's 178.75 -> 180
     assert 65 * 892 / 256 <= s_four.max_iter < 65 * 892 / 256 + 10
+
+
+def test_iter_size_keeps_the_solver_of_the_effective_batch(tmp_path):
+    """BATCH=64 ITER_SIZE=4 gets the max_iter, stepsize, test interval and rates of batch 256 (Caffe's
+    iter_size averages 4 passes per update); the default writes no iter_size at all."""
+    from pixsent.paper.solver_config import SolverConfig
+
+    full = SolverConfig("n", "p", 704, 176)
+    split = SolverConfig("n", "p", 704, 176, batch_size=64, iter_size=4)
+    keys = ("max_iter", "stepsize", "test_interval", "base_lr", "gamma", "snapshot", "test_iter")
+    assert {k: getattr(split.to_proto(), k) for k in keys} == {k: getattr(full.to_proto(), k) for k in keys}
+    assert split.to_proto().iter_size == 4 and split.max_iter == 180 and split.stepsize == 17
+    assert "iter_size" not in full.to_text() and "iter_size: 4" in split.to_text()
+    assert "effective batch 256" in split.to_text()
+    assert SolverConfig("n", "p", 704, 176, batch_size=64).max_iter == 720  # no iter_size: 4x the updates
+
+    from pixsent.paper.pipeline import FoldConfig
+
+    with pytest.raises(Exception, match="iter_size must be"):
+        FoldConfig(iter_size=0)
+
+
+def _paper_prototxt_step(tmp_path: Path, variant: str = "fc7-2", **over):
+    """Run the splits and prototxt steps of the paper recipe on a 10/2-image fold (no images, no weights)."""
+    from pixsent.paper.pipeline import FoldConfig, step_prototxt, step_splits
+
+    fold = tmp_path / "splits/five_agrees/test1"
+    fold.mkdir(parents=True, exist_ok=True)
+    (fold / "train.txt").write_text("".join(f"a{k}.jpg {k % 2}\n" for k in range(10)))
+    (fold / "test.txt").write_text("b0.jpg 0\nb1.jpg 1\n")
+    cfg = FoldConfig(
+        variant=variant,
+        runs=tmp_path / "runs",
+        splits=tmp_path / "splits",
+        lmdb_root=tmp_path / "lmdb",
+        extra={"mean_file": str(tmp_path / "mean.binaryproto")},
+        progress=False,
+        **over,
+    )
+    run = cfg.run_paths()
+    step_splits(cfg, run)
+    status = step_prototxt(cfg, run)
+    info = json.loads((run.stamps / "prototxt.json").read_text())["info"]
+    return run, status, info
+
+
+def test_max_iter_cap_is_written_recorded_and_lifted(tmp_path):
+    from pixsent.formats.prototxt import read_net, read_solver
+
+    # 10 images / (batch 2 x iter_size 5) = 1 iteration an epoch: 65 epochs -> 70 iterations
+    run, status, info = _paper_prototxt_step(tmp_path, batch=2, iter_size=5, max_iter_cap=3)
+    solver = read_solver(run.solver)
+    assert status == "done" and solver.max_iter == 3 and solver.iter_size == 5 and solver.stepsize == 6
+    assert "CAPPED by --max-iter 3" in run.solver.read_text()
+    assert info == {"max_iter": 3, "full_max_iter": 70, "capped": True}
+    assert [d.data_param.batch_size for d in read_net(run.train_val).layer if d.type == "Data"] == [2, 2]
+    assert _paper_prototxt_step(tmp_path, batch=2, iter_size=5, max_iter_cap=3)[1] == "cached"
+
+    run, status, info = _paper_prototxt_step(tmp_path, batch=2, iter_size=5)  # no cap: the full solver
+    assert (
+        status == "done" and read_solver(run.solver).max_iter == 70 and "CAPPED" not in run.solver.read_text()
+    )
+    assert info == {"max_iter": 70, "full_max_iter": 70, "capped": False}
+    run, status, info = _paper_prototxt_step(tmp_path, batch=2, iter_size=5, max_iter_cap=500)
+    assert read_solver(run.solver).max_iter == 70 and info["capped"] is False  # a cap above max_iter: none
+
+
+def test_newest_solverstate_before_an_iteration(tmp_path):
+    run = RunPaths(tmp_path, "five", "fc7-2", "caffenet", 1)
+    run.snapshots.mkdir(parents=True)
+    for it in (2, 90, 180):
+        for ext in ("solverstate", "caffemodel"):
+            (run.snapshots / f"fc7-2_iter_{it}.{ext}").write_bytes(b"")
+    assert run.newest_solverstate().name == "fc7-2_iter_180.solverstate"
+    assert run.newest_solverstate(before=100).name == "fc7-2_iter_90.solverstate"
+    assert run.newest_solverstate(before=2) is None  # MAX_ITER=2 after a full run: nothing to resume
+
+
+def test_image_root_finds_the_folder_holding_the_listed_images(tmp_path):
+    from pixsent.paper.pipeline import FoldConfig, image_root
+
+    (tmp_path / "twitter/images").mkdir(parents=True)
+    (tmp_path / "twitter/images/x.jpg").write_bytes(b"")
+    listing = tmp_path / "list.txt"
+    listing.write_text("x.jpg 1\n")
+    for data in (tmp_path, tmp_path / "twitter", tmp_path / "twitter/images"):
+        assert image_root(FoldConfig(images=data), listing) == tmp_path / "twitter/images", data
+
+
+def test_cli_batch_iter_size_max_iter(tmp_path):
+    from pixsent.cli import build_parser
+    from pixsent.cli.paper import _fold_config
+
+    parser = build_parser()
+    args = parser.parse_args(
+        ["fold", "3", "--variant", "fc7-2", "--batch", "64", "--iter-size", "4", "--max-iter", "5"]
+    )
+    cfg = _fold_config(args, args.fold)
+    assert (cfg.batch, cfg.iter_size, cfg.max_iter_cap, cfg.fold) == (64, 4, 5, 3)
+    cfg = _fold_config(parser.parse_args(["cv"]))
+    assert (cfg.batch, cfg.iter_size, cfg.max_iter_cap) == (256, 1, None)  # the paper's
+    for bad in (["--batch", "0"], ["--iter-size", "-1"], ["--max-iter", "x"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["fold", "1", *bad])
+
+
+def _tiny_caffemodel(path: Path, fc8_width: int) -> Path:
+    """A caffemodel holding only an fc8 layer of the given width (what fc9_twitter needs to know)."""
+    from pixsent.caffe.proto import caffe_pb2
+    from pixsent.formats.blob import array_to_blob
+    from pixsent.formats.caffemodel import write_caffemodel
+
+    net = caffe_pb2.NetParameter(name="fake")
+    layer = net.layer.add(name="fc8", type="InnerProduct")
+    layer.blobs.append(array_to_blob(np.zeros((fc8_width, 3), np.float32)))
+    layer.blobs.append(array_to_blob(np.zeros(fc8_width, np.float32)))
+    return write_caffemodel(net, path)
+
+
+def test_fc9_twitter_keeps_the_fc8_width_of_its_init_caffemodel(tmp_path):
+    """mvso-es has no published width: it is read from the caffemodel (it was a NetError before)."""
+    from pixsent.formats.prototxt import read_net
+
+    models = tmp_path / "models"
+    models.mkdir()
+    _tiny_caffemodel(models / "mvso_es.caffemodel", 1234)
+    run, _, _ = _paper_prototxt_step(tmp_path, init="mvso-es", models=models, variant="fc9_twitter")
+    fc8 = next(layer for layer in read_net(run.train_val).layer if layer.name == "fc8")
+    assert fc8.inner_product_param.num_output == 1234
+
+
+def test_paper_recipe_uses_the_init_models_mean(tmp_path, monkeypatch):
+    """PlacesCNN fine-tunes with the Places205 mean from its archive, not the ILSVRC mean."""
+    from pixsent.errors import DataError
+    from pixsent.paper.pipeline import FoldConfig, PaperRecipe
+
+    monkeypatch.chdir(tmp_path)
+    cfg = FoldConfig(init="places", models=tmp_path / "models")
+    with pytest.raises(DataError, match="places205CNN_mean.binaryproto"):
+        PaperRecipe().train_mean(cfg, tmp_path)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models/places205CNN_mean.binaryproto").write_bytes(b"")
+    assert PaperRecipe().train_mean(cfg, tmp_path) == (tmp_path / "models/places205CNN_mean.binaryproto")
