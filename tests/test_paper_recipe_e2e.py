@@ -9,6 +9,7 @@ net with random fillers and recognisable biases, saved as a caffemodel.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from pixsent.formats.caffemodel import read_caffemodel  # noqa: E402
 from pixsent.formats.prototxt import read_net, read_solver  # noqa: E402
 from pixsent.paper.runs import RunPaths  # noqa: E402
 
-pytestmark = pytest.mark.slow  # about 30-40 s on 2 cores: real CaffeNet weights are ~240 MB
+pytestmark = pytest.mark.slow  # about 40 s on 2 cores: real CaffeNet weights are ~240 MB
 
 N_TRAIN, N_TEST = 8, 4
 TRUNK = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6")
@@ -47,8 +48,21 @@ def fake_caffenet(path: Path, num_outputs: int, seed: int) -> dict[str, list[np.
     return _blobs(path)
 
 
+def _drop_weights(folder: Path) -> None:
+    """Delete the caffemodels/solverstates (160-300 MB each) so kept pytest folders do not fill the disk."""
+    for pattern in ("*.caffemodel", "*.solverstate"):
+        for path in folder.rglob(pattern):
+            path.unlink()
+
+
+@pytest.fixture(autouse=True)
+def _free_disk(tmp_path) -> Iterator[None]:
+    yield
+    _drop_weights(tmp_path)
+
+
 @pytest.fixture(scope="module")
-def twitter(tmp_path_factory, shared_data) -> dict[str, Path]:
+def twitter(tmp_path_factory, shared_data) -> Iterator[dict[str, Path]]:
     """Fold 1 of a tiny five-agree set (real image ids, random JPEGs) and a fake CaffeNet in models/."""
     import cv2
 
@@ -69,13 +83,14 @@ def twitter(tmp_path_factory, shared_data) -> dict[str, Path]:
     models = root / "models"
     models.mkdir()
     blobs = fake_caffenet(models / "bvlc_reference_caffenet.caffemodel", 1000, seed=7)
-    return {
+    yield {
         "root": root,
         "models": models,
         "splits": root / "splits",
         "data": root / "twitter",
         "blobs": blobs,
     }
+    _drop_weights(root)
 
 
 def _argv(twitter: dict, runs: Path, *extra: str) -> list[str]:
@@ -194,3 +209,50 @@ def test_paper_fc7_2_capped_then_cached_then_trains_on(twitter, tmp_path, monkey
     assert not run.metrics.exists() and not (run.stamps / "evaluate.json").exists()  # capped result dropped
     info = json.loads((run.stamps / "prototxt.json").read_text())["info"]
     assert info == {"max_iter": 130, "full_max_iter": 130, "capped": False}
+
+
+def test_fc9_twitter_from_mvso_en_keeps_its_4342_way_fc8(twitter, tmp_path, monkeypatch):
+    """fc9_twitter initialised from MVSO-EN (models/mvso_en.caffemodel): the generated net keeps the init
+    model's 4342-way fc8, which the caffemodel fills exactly, and adds fc9_twitter from its filler."""
+    from pixsent.engine.net import Net
+    from pixsent.paper.pipeline import FoldConfig, get_recipe, step_lmdb, step_prototxt, step_splits
+
+    monkeypatch.chdir(tmp_path)
+    models = tmp_path / "models"
+    models.mkdir()
+    blobs = fake_caffenet(models / "mvso_en.caffemodel", 4342, seed=11)
+    cfg = FoldConfig(
+        variant="fc9_twitter",
+        init="mvso-en",
+        runs=tmp_path / "runs",
+        images=twitter["data"],
+        splits=twitter["splits"],
+        lmdb_root=twitter["root"] / "lmdb",
+        models=models,
+        batch=2,
+        iter_size=2,
+        progress=False,
+        echo=False,
+    )
+    run = cfg.run_paths()
+    for step in (step_splits, step_lmdb, step_prototxt):
+        step(cfg, run)
+    solver = read_solver(run.solver)
+    assert solver.iter_size == 2 and solver.max_iter == 130  # 8 images / (2 x 2) = 2 iterations an epoch
+    layers = {layer.name: layer for layer in read_net(run.train_val).layer}
+    assert layers["fc8"].inner_product_param.num_output == 4342
+    assert [p.lr_mult for p in layers["fc8"].param] == [1, 2]  # an existing layer: fine-tuned at 1x / 2x
+    assert [p.lr_mult for p in layers["fc9_twitter"].param] == [10, 20]
+    assert {"relu8", "drop8"} <= set(layers)  # the documented default: fc8 becomes a hidden layer
+
+    net = Net(run.train_val, caffe_pb2.TEST, weights=get_recipe("paper").init_weights(cfg), seed=3)
+    try:
+        for name in (*TRUNK, "fc7", "fc8"):
+            for mine, theirs in zip(net.params[name], blobs[name]):
+                np.testing.assert_array_equal(mine.data, theirs)  # copied bit for bit
+        w, b = (p.data for p in net.params["fc9_twitter"])
+        assert w.shape == (2, 4342) and 0.009 < w.std() < 0.011 and not b.any()
+        assert np.isfinite(net.forward())
+        assert net.blobs["data"].data.shape == (4, 3, 227, 227)  # the whole 4-image test fold in one batch
+    finally:
+        net.close()
