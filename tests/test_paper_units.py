@@ -82,6 +82,15 @@ def test_table_marks_missing_folds(tmp_path):
     assert len(csv_text.splitlines()) == 1 + len(results.rows("4"))
 
 
+def test_table_skips_capped_smoke_runs(tmp_path):
+    _fake_metrics(tmp_path, "five", "fc7-2", "caffenet", {1: 0.78, 2: 0.80})
+    path = RunPaths(tmp_path, "five", "fc7-2", "caffenet", 3).metrics
+    write_json(path, {"accuracy_center": 0.1, "accuracy_oversample": 0.1, "capped": True})
+    rows = {r["run"]: r for r in tables.table_rows("4", tmp_path)}
+    expect = "0.790 ± 0.010 (2/5 folds) (1 capped smoke-run folds skipped)"
+    assert rows["fc7-2-caffenet"]["ours_center"] == expect
+
+
 def test_published_numbers_match_spec():
     pub = {(p.table, p.subset, p.variant, p.init): p for p in results.PUBLISHED}
     assert pub[("2", "five", "fc8_twitter", "caffenet")].oversample == (0.830, 0.034)

@@ -2,7 +2,8 @@
 beside ours.
 
 Our cell is the mean ± population std over the folds that have a metrics.json; a configuration with fewer than
-5 evaluated folds is marked "(k/5 folds)", one with none "not run".
+5 evaluated folds is marked "(k/5 folds)", one with none "not run". Folds of capped smoke runs (--max-iter)
+never count: they are skipped and said so.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class Cell:
     """Our result for one configuration and evaluation mode."""
 
     accs: list[float]
+    capped: int = 0  # folds whose metrics come from a --max-iter smoke run (not counted)
 
     @property
     def n(self) -> int:
@@ -49,7 +51,10 @@ def collect(runs: Path, subset: str, variant: str, init: str, folds: int = N_FOL
         if path.exists():
             m = json.loads(path.read_text())
             for mode in MODES:
-                cells[mode].accs.append(float(m[f"accuracy_{mode}"]))
+                if m.get("capped"):
+                    cells[mode].capped += 1
+                else:
+                    cells[mode].accs.append(float(m[f"accuracy_{mode}"]))
     return cells
 
 
@@ -71,6 +76,8 @@ def table_rows(table: str, runs: Path) -> list[dict[str, str]]:
             ours = "not run" if cell.n == 0 else _fmt(cell.mean, cell.std)
             if 0 < cell.n < N_FOLDS:
                 ours += f" ({cell.n}/{N_FOLDS} folds)"
+            if cell.capped:
+                ours += f" ({cell.capped} capped smoke-run folds skipped)"
             diff = f"{cell.mean - paper[0]:+.3f}" if (paper and cell.mean is not None) else ""
             row[f"paper_{mode}"] = _fmt(*paper) if paper else "n/a"
             row[f"ours_{mode}"] = ours
