@@ -88,6 +88,20 @@ def test_fold_trains_resumes_after_interrupt_then_reuses_everything(tmp_path):
     assert run.log.read_text() == log
 
 
+def test_changed_solver_retrains_and_keeps_old_snapshots_aside(tmp_path):
+    dcfg = DemoConfig(out=tmp_path, **TINY)
+    root = generate_dataset(dcfg)
+    run = fold_config(dcfg, root, fold=1).run_paths()
+    run_fold(fold_config(dcfg, root, fold=1))
+    first = sorted(p.name for p in run.snapshots.iterdir())
+    changed = DemoConfig(out=tmp_path, **(TINY | {"base_lr": 0.002}))  # a new solver.prototxt
+    run_fold(fold_config(changed, root, fold=1))
+    stale = list(run.dir.glob("snapshots.stale-*"))
+    assert len(stale) == 1 and sorted(p.name for p in stale[0].iterdir()) == first
+    assert "base_lr: 0.002" in run.solver.read_text() and run.metrics.exists()
+    assert sorted(p.name for p in run.snapshots.iterdir()) == first  # trained again to the same iterations
+
+
 @pytest.mark.slow
 def test_demo_end_to_end_reduced(tmp_path):
     out = run_demo(DemoConfig(out=tmp_path, run_folds=1, **TINY))

@@ -22,6 +22,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from pixsent.errors import DataError, NetError
 from pixsent.paper import evaluate as ev
 from pixsent.paper.runs import (
     RunPaths,
+    content_fingerprint,
     cv_dir,
     file_fingerprint,
     is_done,
@@ -384,17 +386,22 @@ def step_train(cfg: FoldConfig, run: RunPaths) -> str:
     final = run.snapshot_model(info["max_iter"])
     weights = recipe.init_weights(cfg)
     inputs = {
-        "solver": file_fingerprint(run.solver),
-        "train_val": file_fingerprint(run.train_val),
+        "solver": content_fingerprint(run.solver),
+        "train_val": content_fingerprint(run.train_val),
         "weights": str(weights) if weights else None,
         "engine": cfg.engine,
         **({"max_iter_cap": cfg.max_iter_cap} if cfg.max_iter_cap is not None else {}),
     }
     if is_done(run, "train", inputs) and final.exists():
         return "cached"
-    if run.newest_solverstate() is not None and final.exists():
-        mark_done(run, "train", inputs, [final], **info)
-        return "cached"
+    if final.exists() and run.newest_solverstate() is not None:
+        if read_stamp(run, "train") is None:  # finished before stamps existed (or the stamp was lost): adopt
+            mark_done(run, "train", inputs, [final], **info)
+            return "cached"
+        # finished with other inputs (solver, net, weights or engine changed): keep it aside, train anew
+        stale = run.dir / f"snapshots.stale-{time.strftime('%Y%m%d-%H%M%S')}"
+        run.snapshots.rename(stale)
+        say(f"{run.name} fold {run.fold}: inputs changed since training; old snapshots moved to {stale.name}")
     # a state at or past max_iter (e.g. MAX_ITER below a finished run) cannot be resumed towards it
     resume = run.newest_solverstate(before=info["max_iter"])
     forget_evaluation(run)

@@ -122,6 +122,14 @@ def file_fingerprint(path: Path) -> dict[str, Any]:
     return {"path": str(p), "size": st.st_size, "mtime": st.st_mtime_ns}
 
 
+def content_fingerprint(path: Path) -> dict[str, Any]:
+    """Identity of a small file by its bytes (prototxts): regenerating identical text is no change."""
+    p = Path(path)
+    if not p.is_file():
+        return {"path": str(p), "missing": True}
+    return {"path": str(p), "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+
+
 @dataclass
 class Stamp:
     """Record that a step finished with given inputs and outputs."""
