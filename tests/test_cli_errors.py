@@ -74,6 +74,7 @@ def bad(tmp_path_factory) -> dict[str, Path]:
         "syntax": SYNTAX,
         "unknown": UNKNOWN,
         "conv": CONV_NET,
+        "bigkernel": CONV_NET.replace("kernel_size: 3", "kernel_size: 11"),
     }
     out = {name: d / f"{name}.prototxt" for name in files}
     for name, text in files.items():
@@ -203,11 +204,15 @@ CASES: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "time-missing-lmdb": (
         "caffe time -model {net_nolmdb} -iterations 1",
-        ("net_nolmdb.prototxt", "no_such_lmdb", "LMDB not found"),
+        ("net_nolmdb.prototxt", "layer 'data'", "data_param.source", "no_such_lmdb", "LMDB not found"),
+    ),
+    "time-kernel-larger-than-input": (
+        "caffe time -model {bigkernel} -iterations 1",
+        ("layer 'conv1'", "kernel 11x11", "does not fit its 8x8 input"),
     ),
     "time-mean-wrong-shape": (
         "caffe time -model {net_badmean} -iterations 1",
-        ("'data'", "(3, 4, 4)", "(3, 12, 10)"),
+        ("'data'", "mean_4x4.binaryproto", "(3, 4, 4)", "(3, 12, 10)"),
     ),
     "train-missing-solver": (
         "caffe train -solver {out}/nosolver.prototxt",

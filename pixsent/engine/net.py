@@ -367,12 +367,12 @@ class Net:
         return out
 
     # -- weights ----------------------------------------------------------------------------------
-    def copy_trained_layers_from(self, source: ModelSource) -> None:
+    def copy_trained_layers_from(self, source: ModelSource, origin: str = "<NetParameter>") -> None:
         """Caffe's CopyTrainedLayersFrom: blobs copied by layer name; absent layers ignored; a blob count
         or shape mismatch raises NetError naming the layer and both shapes. A comma-separated string
-        names several caffemodels, applied in order."""
+        names several caffemodels, applied in order; ``origin`` names a parsed message in errors."""
         if isinstance(source, caffe_pb2.NetParameter):
-            self._copy_from_param(source, "<NetParameter>")
+            self._copy_from_param(source, origin)
             return
         for path in str(source).split(","):
             from pixsent.formats.caffemodel import read_caffemodel

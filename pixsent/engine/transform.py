@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pixsent.caffe.proto import caffe_pb2
-from pixsent.errors import DataError
+from pixsent.errors import DataError, PixsentError
 
 
 @dataclass(frozen=True)
@@ -38,13 +38,18 @@ class DataTransformer:
         self.scale = np.float32(param.scale)
         self.crop = int(param.crop_size)
         self.mean: np.ndarray | None = None
+        self.mean_file = ""
         self.mean_values: np.ndarray | None = None
         if param.mean_file and param.mean_value:
             raise DataError(f"layer {layer!r}: specify mean_file or mean_value, not both")
         if param.mean_file:
             from pixsent.formats.binaryproto import read_mean
 
-            self.mean = np.ascontiguousarray(read_mean(param.mean_file), dtype=np.float32)
+            try:
+                self.mean = np.ascontiguousarray(read_mean(param.mean_file), dtype=np.float32)
+            except PixsentError as exc:
+                raise DataError(f"layer {layer!r}: transform_param.mean_file: {exc}") from None
+            self.mean_file = str(param.mean_file)
         elif param.mean_value:
             self.mean_values = np.asarray(param.mean_value, dtype=np.float32)
 
@@ -76,7 +81,7 @@ class DataTransformer:
         if self.mean is not None:
             if self.mean.shape != image.shape:
                 raise DataError(
-                    f"layer {self.layer!r}: mean_file shape {self.mean.shape} "
+                    f"layer {self.layer!r}: mean_file {self.mean_file!r} shape {self.mean.shape} "
                     f"differs from the data {image.shape}"
                 )
             x -= self.mean[window]

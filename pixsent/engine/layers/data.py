@@ -226,14 +226,15 @@ class _LMDBSource:
     second net) from opening the same database.
     """
 
-    def __init__(self, path: str, chunk: int) -> None:
+    def __init__(self, path: str, chunk: int, owner: str = "") -> None:
         self.path = Path(path)
         self.chunk = max(16, chunk)
         self.after: bytes | None = None
+        where = f"{owner}: data_param.source {str(path)!r}" if owner else str(path)
         if not self.path.exists():
-            raise DataError(f"{path}: LMDB not found")
+            raise DataError(f"{where}: LMDB not found (cwd {Path.cwd()})")
         if not self._read():
-            raise DataError(f"{path}: LMDB is empty")
+            raise DataError(f"{where}: LMDB is empty")
 
     def _read(self) -> list[tuple[bytes, bytes]]:
         import lmdb
@@ -286,7 +287,7 @@ class Data(_PrefetchingData):
         self.prefetch_count = int(p.prefetch)
         from pixsent.formats.datum import datum_to_array, parse_datum
 
-        reader = _LMDBSource(p.source, 2 * int(p.batch_size))
+        reader = _LMDBSource(p.source, 2 * int(p.batch_size), owner=f"layer {self.name!r}")
         is_color = not self.param.transform_param.force_gray
         skip = int(self.rng.integers(0, p.rand_skip + 1)) if p.rand_skip else 0
 

@@ -92,6 +92,12 @@ class _ConvBase(Layer):
                 dims.append(self.stride[i] * (size - 1) + ext - 2 * self.pad[i])
             else:
                 dims.append((size + 2 * self.pad[i] - ext) // self.stride[i] + 1)
+        if min(dims) <= 0:
+            raise NetError(
+                f"layer {self.name!r}: kernel {'x'.join(map(str, self.kernel))} (pad "
+                f"{'x'.join(map(str, self.pad))}, stride {'x'.join(map(str, self.stride))}) does not fit its "
+                f"{'x'.join(map(str, shape[2:]))} input (output would be {'x'.join(map(str, dims))})"
+            )
         return (shape[0], self.num_output, *dims)
 
 
@@ -191,6 +197,11 @@ class Pooling(Layer):
         kernel = (shape[2], shape[3]) if self.global_pooling else self.kernel
         h = pooled_size(shape[2], kernel[0], self.stride[0], self.pad[0], self.ceil)
         w = pooled_size(shape[3], kernel[1], self.stride[1], self.pad[1], self.ceil)
+        if h <= 0 or w <= 0:
+            raise NetError(
+                f"layer {self.name!r}: pooling kernel {kernel[0]}x{kernel[1]} does not fit its "
+                f"{shape[2]}x{shape[3]} input (output would be {h}x{w})"
+            )
         return (shape[0], shape[1], h, w)
 
     def _native_ok(self, shape: Shape, kernel: tuple[int, int]) -> bool:
