@@ -15,6 +15,7 @@ from pixsent.caffe.proto import caffe_pb2
 from pixsent.engine import glog
 from pixsent.engine.logparse import parse_lines
 from pixsent.engine.solvers import solver_type_name
+from pixsent.engine.solvers.fused import build_plan, run_update
 from pixsent.engine.solvers.lr_policy import LrState, learning_rate
 from pixsent.engine.solvers.signals import Action, SignalHandler
 from pixsent.engine.solvers.solver import DivergedError, Solver, SolverHooks
@@ -139,6 +140,94 @@ def test_update_rules_match_reference(kind):
     for k in range(rule.history_sets):
         assert np.abs(hist[k].numpy() - ref_hist[k]).max() / np.abs(ref_hist[k]).max() < 1e-5
     assert rule.history_sets == (2 if kind in ("AdaDelta", "Adam") else 1)
+
+
+# ---------------------------------------------------------------------------- fused (slab) update
+
+KINDS = ["SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam"]
+
+
+def _fused_case(seed: int):
+    """Parameters of several shapes and (lr_mult, decay_mult) groups, one non-contiguous, with grads and
+    non-zero histories: W, diffs, histories, lr_mults, decay_mults."""
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(4, 3, 3, 3), (4,), (6, 5), (6,), (37,), (2, 6), (3, 4)]
+    lr_mults = [1.0, 2.0, 1.0, 2.0, 0.0, 10.0, 1.0]
+    decay_mults = [1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 1.0]
+    ws = [torch.randn(s, generator=g) for s in shapes]
+    ws[-1] = torch.randn(4, 3, generator=g).t()  # a transposed (non-contiguous) parameter stays whole
+    diffs = [torch.randn(w.shape, generator=g) for w in ws]
+    diffs[-1] = torch.randn(4, 3, generator=g).t()
+    return ws, diffs, lr_mults, decay_mults
+
+
+def _reference_update(rule, ws, diffs, hist, rates, decays, kind, normalize, it):
+    """The per-tensor path: each parameter in turn, ``Update.step`` on whole tensors."""
+    for i, (w, d) in enumerate(zip(ws, diffs)):
+        if normalize is not None:
+            d.mul_(normalize)
+        if decays[i]:
+            d.add_(w if kind == "L2" else torch.sign(w), alpha=decays[i])
+        w.sub_(rule.step(d, [h[i] for h in hist], rates[i], it))
+
+
+@pytest.mark.parametrize("reg", ["L2", "L1"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_fused_update_matches_per_tensor_rule(kind, reg):
+    hp = dict(momentum=0.9, momentum2=0.999, delta=1e-6, rms_decay=0.98)
+    rule = make_update(kind, _param(**hp))
+    ws, diffs, lr_mults, decay_mults = _fused_case(7)
+    ref_ws, ref_diffs = [w.clone() for w in ws], [d.clone() for d in diffs]
+    hist = [[torch.rand(w.shape) * 0.1 for w in ws] for _ in range(rule.history_sets)]
+    ref_hist = [[h.clone() for h in hs] for hs in hist]
+    sets = max(rule.scratch_sets, 1)
+    plan = build_plan(ws, diffs, hist, lr_mults, decay_mults, sets, slab_elements=16)
+    assert len(plan.mults) == 4 and max(s.size for s in plan.slabs if len(s.data) > 1) <= 16
+    assert any(len(s.data) > 1 for s in plan.slabs)  # small tensors share slabs, large ones are cut
+    for it, normalize in enumerate([None, 0.5, None]):
+        rates = [0.01 * m for m, _ in plan.mults]
+        decays = [0.005 * dm for _, dm in plan.mults]
+        run_update(plan, rule, rates, decays, reg, normalize, it)
+        per_param = [plan.mults.index((lr, dm)) for lr, dm in zip(lr_mults, decay_mults)]
+        _reference_update(
+            rule,
+            ref_ws,
+            ref_diffs,
+            ref_hist,
+            [rates[k] for k in per_param],
+            [decays[k] for k in per_param],
+            reg,
+            normalize,
+            it,
+        )
+        pairs = list(zip(ws, ref_ws)) + list(zip(diffs, ref_diffs))
+        pairs += [(h, r) for hs, rs in zip(hist, ref_hist) for h, r in zip(hs, rs)]
+        for got, want in pairs:
+            scale = max(float(want.abs().max()), 1e-30)
+            assert float((got - want).abs().max()) / scale <= 1e-6, (kind, reg, it)
+        for i, d in enumerate(diffs):  # the next iteration's gradients, written in place as backward does
+            d.copy_(torch.randn(d.shape, generator=torch.Generator().manual_seed(100 * it + i)))
+            ref_diffs[i].copy_(d)
+
+
+def test_update_plan_follows_replaced_diffs():
+    s = _solver(momentum=0.0, weight_decay=0.0)
+    s.net.W.grad = torch.full((2, 3), 1.0)
+    s.net.b.grad = torch.zeros(2)
+    s.apply_update()
+    W1 = s.net.W.detach().clone()
+    s.net.W.grad = torch.full((2, 3), 2.0)  # a new diff tensor: the cached slabs must not keep the old one
+    s.apply_update()
+    assert torch.allclose(s.net.W.detach(), W1 - 0.2, rtol=1e-6, atol=1e-7)
+    assert torch.allclose(s.net.W.grad, torch.full((2, 3), 0.2), rtol=1e-6)  # diff holds the step (Caffe)
+
+
+def test_clear_diffs_zeroes_without_net_method():
+    s = _solver()
+    s.net.clear_param_diffs = None  # a net without ClearParamDiffs: the solver zeroes the diffs itself
+    s.net.W.grad = torch.ones(2, 3)
+    s._clear_diffs()
+    assert torch.count_nonzero(s.net.W.grad) == 0 and s.net.b.grad is None
 
 
 # ---------------------------------------------------------------------------- a tiny fake net

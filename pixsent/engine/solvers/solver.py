@@ -4,7 +4,8 @@ Order per iteration, as in Caffe 1.0: test when ``iter % test_interval == 0`` (a
 test_initialization); zero the parameter diffs; ``iter_size`` forward/backward passes whose mean loss feeds
 the smoothed loss over ``average_loss``; the display lines; then the update: rate from the lr policy
 (logged), clip by the global L2 norm of the *accumulated* diffs, and per parameter: divide by iter_size,
-add L2 or L1 weight decay times decay_mult, type-specific step with rate times lr_mult, ``W -= step``.
+add L2 or L1 weight decay times decay_mult, type-specific step with rate times lr_mult, ``W -= step``
+(all parameters at once, slab by slab: ``fused.py``).
 Then iter += 1 and the periodic snapshot. After max_iter: snapshot unless just done, one extra train
 forward (a single batch) logged as ``Iteration N, loss = L``, a final test, ``Optimization Done.``.
 Parameters with lr_mult 0 still go through decay and history, exactly as in Caffe (their history is saved).
@@ -24,6 +25,7 @@ from google.protobuf import text_format
 from pixsent.caffe.proto import caffe_pb2
 from pixsent.engine import glog
 from pixsent.engine.solvers import snapshot as snap
+from pixsent.engine.solvers.fused import UpdatePlan, build_plan, plan_key, run_update
 from pixsent.engine.solvers.lr_policy import LrState, learning_rate
 from pixsent.engine.solvers.signals import Action
 from pixsent.engine.solvers.updates import make_update
@@ -142,6 +144,7 @@ class Solver:
             [torch.zeros_like(p, dtype=torch.float32) for p in self.params]
             for _ in range(self.rule.history_sets)
         ]
+        self._update_plan: UpdatePlan | None = None
         self.losses: list[float] = []
         self.smoothed_loss = 0.0
         self.requested_early_exit = False
@@ -279,12 +282,14 @@ class Solver:
             self.losses[idx] = loss
 
     def _clear_diffs(self) -> None:
+        """Zero every parameter diff once (Caffe's ClearParamDiffs): the net's own method when it has one."""
         clear = getattr(self.net, "clear_param_diffs", None)
         if clear is not None:
             clear()
-        for p in self.params:
-            if p.grad is not None:
-                p.grad.zero_()
+            return
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if grads:
+            torch._foreach_zero_(grads)
 
     def step(self, iters: int) -> None:
         """Run ``iters`` iterations (Caffe's Solver::Step)."""
@@ -436,56 +441,62 @@ class Solver:
             p.grad = torch.zeros_like(p)
         return p.grad
 
-    def clip_gradients(self) -> None:
-        """Scale every diff by clip/||g|| when the global L2 norm of all diffs exceeds ``clip_gradients``."""
-        clip = float(self.param.clip_gradients)
+    def clip_gradients(self, diffs: list[torch.Tensor] | None = None) -> None:
+        """Scale every diff by clip/||g|| when the global L2 norm of all diffs exceeds ``clip_gradients``.
+
+        As Caffe's ClipGradients: each diff's sum of squares is a float dot product, summed in float."""
+        clip = F32(self.param.clip_gradients)
         if clip < 0:
             return
-        sumsq = sum(float(torch.sum(self._diff(p).double() ** 2)) for p in self.params)
-        norm = math.sqrt(sumsq)
+        if diffs is None:
+            diffs = [self._diff(p) for p in self.params]
+        sumsq = F32(0)
+        for g in diffs:
+            flat = g.reshape(-1)
+            sumsq += F32(torch.dot(flat, flat).item())
+        norm = F32(np.sqrt(sumsq))
         if norm > clip:
-            scale = clip / norm
+            scale = F32(clip / norm)
             glog.info(
-                f"Gradient clipping: scaling down gradients (L2 norm {glog.fmt(norm)} > {glog.fmt(clip)}) "
-                f"by scale factor {glog.fmt(scale)}",
+                f"Gradient clipping: scaling down gradients (L2 norm {glog.fmt(float(norm))} > "
+                f"{glog.fmt(float(clip))}) by scale factor {glog.fmt(float(scale))}",
                 "sgd_solver.cpp:95",
             )
-            for p in self.params:
-                self._diff(p).mul_(float(F32(scale)))
+            torch._foreach_mul_(diffs, float(scale))
 
-    def regularize(self, i: int) -> None:
-        """Add weight_decay * decay_mult times W (L2) or sign(W) (L1) to the diff of parameter i."""
-        p = self.params[i]
-        decay = float(F32(self.param.weight_decay) * F32(self.net.params_weight_decay[i]))
-        if not decay:
-            return
-        kind = self.param.regularization_type
-        with torch.no_grad():
-            if kind == "L2":
-                self._diff(p).add_(p.detach(), alpha=decay)
-            elif kind == "L1":
-                self._diff(p).add_(torch.sign(p.detach()), alpha=decay)
-            else:
-                raise PixsentError(f"solver: unknown regularization_type {kind!r} (use L2 or L1)")
+    def _plan(self, params: list[torch.Tensor], diffs: list[torch.Tensor]) -> UpdatePlan:
+        """The slab layout of the update, rebuilt only when a tensor or a multiplier changed."""
+        net = self.net
+        sets = max(self.rule.scratch_sets, 1)  # one at least, for L1's sign(W)
+        key = plan_key(params, diffs, self.history, net.params_lr, net.params_weight_decay, sets)
+        if self._update_plan is None or self._update_plan.key != key:
+            self._update_plan = build_plan(
+                params, diffs, self.history, net.params_lr, net.params_weight_decay, sets
+            )
+        return self._update_plan
 
     def apply_update(self) -> float:
-        """Caffe's SGDSolver::ApplyUpdate for every learnable parameter; returns the rate used."""
+        """Caffe's SGDSolver::ApplyUpdate for every learnable parameter; returns the rate used.
+
+        Per parameter, in Caffe's order: divide by iter_size (when above 1), add the L2 or L1 decay, the
+        type's update value into the diff, W -= diff; run slab by slab (``fused.py``) after the clip."""
         rate = self.learning_rate()
         p = self.param
         if p.display and self.iter % p.display == 0:
             glog.info(f"Iteration {self.iter}, lr = {glog.fmt(rate)}", "sgd_solver.cpp:112")
         with torch.no_grad():
-            self.clip_gradients()
+            params = self.params
+            diffs = [self._diff(w) for w in params]
+            self.clip_gradients(diffs)
+            plan = self._plan(params, diffs)
             iter_size = max(1, p.iter_size)
-            for i, param in enumerate(self.params):
-                diff = self._diff(param)
-                if iter_size != 1:
-                    diff.mul_(float(F32(1.0) / F32(iter_size)))
-                self.regularize(i)
-                local_rate = float(F32(rate) * F32(self.net.params_lr[i]))
-                hist = [h[i] for h in self.history]
-                step = self.rule.step(diff, hist, local_rate, self.iter)
-                param.sub_(step)
+            normalize = float(F32(1.0) / F32(iter_size)) if iter_size != 1 else None
+            kind = p.regularization_type
+            rates = [float(F32(rate) * F32(lr)) for lr, _ in plan.mults]
+            decays = [float(F32(p.weight_decay) * F32(dm)) for _, dm in plan.mults]
+            if any(decays) and kind not in ("L2", "L1"):
+                raise PixsentError(f"solver: unknown regularization_type {kind!r} (use L2 or L1)")
+            run_update(plan, self.rule, rates, decays, kind, normalize, self.iter)
         return rate
 
     # ------------------------------------------------------------------ distributed
