@@ -195,7 +195,7 @@ def image_root(cfg: FoldConfig, list_file: Path | None = None) -> Path:
             return cand
     if found:
         return found[0]  # the images may be partly missing: convert_imageset reports what it skips
-    tried = ", ".join(str(c) for c in cands if c is not None)
+    tried = ", ".join(dict.fromkeys(str(c) for c in cands if c is not None))  # each path once, in order
     raise DataError(
         f"image folder not found (tried {tried}); pass DATA=dir / --data DIR, or run `pixsent data fetch` "
         "(or pass MIRROR=dir)"
