@@ -32,12 +32,34 @@ class PredictConfig:
     device: str = "cpu"
 
 
-def released_deploy() -> Path:
-    """The paper's fc8_twitter deploy prototxt (committed under prototxt/, or generated on the fly)."""
-    committed = REPO / "prototxt" / "five_agrees" / "fc8_twitter" / "deploy.prototxt"
-    if committed.exists():
-        return committed
-    raise DataError(f"{committed} not found; run `make prototxt` or pass --model deploy.prototxt")
+def registered(weights: Path):
+    """The registry entry whose caffemodel file name is ``weights``'s, or None."""
+    from pixsent.paper import model_zoo
+
+    return next((e for e in model_zoo.registry().values() if e.file == Path(weights).name), None)
+
+
+def registry_deploy(entry) -> Path:
+    """Deploy prototxt of a registered sentiment model: the committed one of its variant, else generated."""
+    kind = entry.deploy.get("generator")
+    if kind == "fullconv":
+        raise DataError(
+            f"{entry.file}: the fully convolutional model gives sentiment maps, not one score per image; "
+            f"use `pixsent maps IMAGE... --weights {entry.file}` (or predict with {RELEASED})"
+        )
+    if kind == "variant":
+        committed = REPO / "prototxt" / "five_agrees" / entry.deploy["variant"] / "deploy.prototxt"
+        if committed.exists():
+            return committed
+    from pixsent.formats.prototxt import write_prototxt
+    from pixsent.paper import model_zoo
+
+    out = (
+        Path(os.environ.get("PIXSENT_CACHE", Path.home() / ".cache" / "pixsent"))
+        / f"{entry.name}.deploy.prototxt"
+    )
+    write_prototxt(model_zoo.deploy_net(entry.name), out)
+    return out
 
 
 def load_mean(spec: str | None) -> np.ndarray | None:
@@ -63,19 +85,27 @@ def ilsvrc_mean_path() -> str:
 
 
 def resolve(cfg: PredictConfig) -> PredictConfig:
-    """Fill in deploy and mean for the released weights, which the registry knows."""
+    """Fill in deploy and mean for a registered model (the released weights need nothing else)."""
     if not Path(cfg.weights).is_file():
         raise DataError(
             f"{cfg.weights}: weights not found (the released model: `pixsent models fetch "
             "twitter_finetuned_test4_iter_180`)"
         )
-    if Path(cfg.weights).name.startswith("twitter_finetuned"):
-        model = cfg.model or released_deploy()
-        mean = cfg.mean or ilsvrc_mean_path()
-        return PredictConfig(Path(cfg.weights), model, mean, cfg.oversample, cfg.image_size, cfg.device)
-    if cfg.model is None:
+    entry = registered(Path(cfg.weights))
+    if entry is not None and cfg.model is None:
+        if entry.num_outputs != 2:
+            raise DataError(
+                f"{cfg.weights}: registry model {entry.name!r} is not a two-class sentiment model"
+            )
+        model = registry_deploy(entry)
+    elif cfg.model is None:
         raise DataError(f"{cfg.weights}: not a registered model; pass --model deploy.prototxt")
-    return cfg
+    else:
+        model = cfg.model
+    mean = cfg.mean
+    if mean is None and entry is not None:
+        mean = ilsvrc_mean_path() if entry.mean.name == "ilsvrc_2012" else entry.mean.file
+    return PredictConfig(Path(cfg.weights), Path(model), mean, cfg.oversample, cfg.image_size, cfg.device)
 
 
 def predict(images: list[Path], cfg: PredictConfig) -> list[dict]:
@@ -86,6 +116,11 @@ def predict(images: list[Path], cfg: PredictConfig) -> list[dict]:
     )
     net = ev.open_net(Path(cfg.model), Path(cfg.weights), cfg.device)
     arrays = [ev.load_resized(Path(p), ecfg.image_dims) for p in images]
+    if net.blobs[net.outputs[0]].data.shape[1] != 2:
+        raise DataError(
+            f"{cfg.model}: output {net.outputs[0]!r} has {net.blobs[net.outputs[0]].data.shape[1]} classes; "
+            "predict needs a two-class sentiment net (index 0 negative, 1 positive)"
+        )
     crops = ev.predict_arrays(net, arrays, ecfg)
     probs = crops.mean(1) if cfg.oversample else crops[:, ev.CENTRE_CROP]
     out = []
