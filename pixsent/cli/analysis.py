@@ -55,6 +55,7 @@ def _layers(args: argparse.Namespace) -> int:
     from pixsent.errors import DataError
     from pixsent.formats.atomic import atomic_write_text
     from pixsent.paper import probes
+    from pixsent.paper.phases import PhaseLog
 
     splits = Path(args.splits)
     if (splits / SUBSET_DIRS[args.subset]).is_dir():
@@ -76,12 +77,15 @@ def _layers(args: argparse.Namespace) -> int:
         mean=np.asarray(mean, dtype=np.float32),
         batch=args.batch,
         probe=probes.ProbeConfig(seed=args.seed),
+        log=PhaseLog() if args.timings else None,
     )
     table = probes.layer_analysis(spec)
     print(f"Table 3: layer-wise linear probes ({args.subset}-agree, {len(folds)} folds, mean ± std)")
     print(table.to_markdown())
     if args.json:
         atomic_write_text(args.json, json.dumps(table.to_json(), indent=1))
+    if args.timings:
+        atomic_write_text(args.timings, json.dumps(spec.log.events, indent=1))
     return 0
 
 
@@ -127,6 +131,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write every per-fold result as JSON")
+    p.add_argument("--timings", help="write each phase's wall time and memory (extract, probes) as JSON")
     p.set_defaults(func=_layers)
 
     p = subparsers.add_parser("surgery", help="fully connected layers into convolutions (for sentiment maps)")

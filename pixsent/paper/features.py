@@ -162,6 +162,27 @@ def extract(
     return FeatureCache(folder, list(layers), shapes)
 
 
+def resolve_blobs(layers: Sequence[str], blobs: Sequence[str], model: str | Path) -> dict[str, str]:
+    """Requested name -> the net's blob: the same name, else the one blob named ``<name>_...``.
+
+    Table 3 names the last layer fc8, while a fine-tuned deploy net calls it e.g. ``fc8_twitter``.
+    """
+    out: dict[str, str] = {}
+    for layer in layers:
+        if layer in blobs:
+            out[layer] = layer
+            continue
+        near = [b for b in blobs if b.startswith(f"{layer}_")]
+        if len(near) != 1:
+            raise DataError(
+                f"{model}: no blob named {layer}"
+                + (f" (several named {layer}_*: {', '.join(near)})" if near else "")
+                + f" (blobs: {', '.join(blobs)})"
+            )
+        out[layer] = near[0]
+    return out
+
+
 def net_forward(
     model: str | Path, weights: str | Path, layers: Sequence[str], device: str = "cpu"
 ) -> ForwardFn:
@@ -174,13 +195,11 @@ def net_forward(
         caffe.set_mode_cpu()
     net = caffe.Net(str(model), caffe.TEST, weights=str(weights))
     in_name = net.inputs[0]
-    missing = [layer for layer in layers if layer not in net.blobs]
-    if missing:
-        raise DataError(f"{model}: no blob named {', '.join(missing)} (blobs: {', '.join(net.blobs)})")
+    names = resolve_blobs(layers, list(net.blobs), model)
 
     def forward(x: np.ndarray) -> dict[str, np.ndarray]:
-        out = net.forward_all(blobs=list(layers), **{in_name: x})
-        return {layer: np.asarray(out[layer]) for layer in layers}
+        out = net.forward_all(blobs=list(names.values()), **{in_name: x})
+        return {layer: np.asarray(out[blob]) for layer, blob in names.items()}
 
     return forward
 

@@ -14,10 +14,13 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from pixsent.paper.phases import PhaseLog
 
 #: The layers the paper probes, in network order (post-activation blobs of CaffeNet's deploy net).
 TABLE3_LAYERS = (
@@ -179,15 +182,22 @@ def probe_layer(
     yte: np.ndarray,
     cfg: ProbeConfig,
     classifiers: Iterable[str] = ("svm", "softmax"),
+    log: PhaseLog | None = None,
 ) -> list[ProbeResult]:
-    """Every probe on one layer's flattened (n, d) features of one fold."""
+    """Every probe on one layer's flattened (n, d) features of one fold (phases timed into ``log``)."""
+
+    def phase(name: str, **tags: object):
+        return log.phase(name, layer=layer, fold=fold, **tags) if log is not None else nullcontext()
+
     if isinstance(train, np.ndarray):
         train = train.reshape(train.shape[0], -1)
         test = test.reshape(test.shape[0], -1)
-    xtr, xte, form = standardised_views(train, test, cfg.chunk)
+    with phase("standardise", features=int(train.shape[1])):
+        xtr, xte, form = standardised_views(train, test, cfg.chunk)
     out = []
     for name in classifiers:
-        acc, c = fit_probe(name, xtr, np.asarray(ytr), xte, np.asarray(yte), cfg)
+        with phase("fit", classifier=name):
+            acc, c = fit_probe(name, xtr, np.asarray(ytr), xte, np.asarray(yte), cfg)
         out.append(ProbeResult(layer, fold, name, acc, c, form))
     return out
 
@@ -255,6 +265,7 @@ def probe_folds(
     cfg: ProbeConfig,
     classifiers: Iterable[str] = ("svm", "softmax"),
     progress: bool = True,
+    log: PhaseLog | None = None,
 ) -> Table3:
     """Every layer of every fold: ``caches(fold)`` gives that fold's FeatureCache (shared or per fold)."""
     from tqdm import tqdm
@@ -274,6 +285,7 @@ def probe_folds(
                     split.ytest,
                     cfg,
                     classifiers,
+                    log,
                 )
                 del feats
                 bar.update(1)
@@ -295,6 +307,7 @@ class LayerAnalysis:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     classifiers: Sequence[str] = ("svm", "softmax")
     progress: bool = True
+    log: PhaseLog | None = None  # phase timings (extract, standardise, fit) when given
 
 
 def read_split_list(path: Path) -> list[tuple[str, int]]:
@@ -348,8 +361,11 @@ def layer_analysis(spec: LayerAnalysis, forward_factory: Callable | None = None)
             folder = spec.cache / key
             cached = feat.load_cache(folder, spec.layers, len(paths))
             if cached is None:
-                forward = forward_factory(model, weights, spec.layers)
-                cached = feat.extract(forward, paths, spec.layers, folder, crop, spec.batch, spec.progress)
+                with spec.log.phase("extract", images=len(paths)) if spec.log else nullcontext():
+                    forward = forward_factory(model, weights, spec.layers)
+                    cached = feat.extract(
+                        forward, paths, spec.layers, folder, crop, spec.batch, spec.progress
+                    )
             caches[(model, weights)] = cached
         return caches[(model, weights)]
 
@@ -365,4 +381,4 @@ def layer_analysis(spec: LayerAnalysis, forward_factory: Callable | None = None)
                 np.array([lab for _, lab in te]),
             )
         )
-    return probe_folds(cache_for, splits, spec.layers, spec.probe, spec.classifiers, spec.progress)
+    return probe_folds(cache_for, splits, spec.layers, spec.probe, spec.classifiers, spec.progress, spec.log)
