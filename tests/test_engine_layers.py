@@ -124,6 +124,42 @@ def test_global_pooling():
     close(run(net, x=x).blobs["y"].data, x.mean(axis=(2, 3), keepdims=True))
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        "kernel_size: 3 pad_h: 1",  # pixsent used to pool with pad (1, 0); OpenCV pools with pad (0, 0)
+        "kernel_size: 3 pad_w: 1",
+        "kernel_size: 3 pad: 1 pad_h: 1 pad_w: 1",
+        "kernel_size: 3 stride: 2 stride_h: 2 stride_w: 1",
+        "kernel_size: 3 kernel_h: 3 kernel_w: 2",
+        "global_pooling: true kernel_size: 3",
+    ],
+)
+def test_pooling_refuses_what_caffe_refuses(fields):
+    """pooling_layer.cpp LayerSetUp: the plain field or both _h and _w, and no kernel with global pooling."""
+    text = input_layer({"x": (1, 2, 8, 9)}) + (
+        f'layer {{ name: "pool9" type: "Pooling" bottom: "x" top: "y" pooling_param {{ {fields} }} }}'
+    )
+    with pytest.raises(NetError, match="pool9"):
+        make_net(text)
+
+
+def test_pooling_hw_pair_equals_plain_fields():
+    x = RNG.normal(size=(1, 2, 8, 9)).astype(np.float32)
+    nets = [
+        make_net(
+            input_layer({"x": x.shape}) + 'layer { name: "p" type: "Pooling" bottom: "x" top: "y" '
+            f"pooling_param {{ pool: AVE {f} }} }}"
+        )
+        for f in (
+            "kernel_size: 3 pad: 1 stride: 2",
+            "kernel_h: 3 kernel_w: 3 pad_h: 1 pad_w: 1 stride_h: 2 stride_w: 2",
+        )
+    ]
+    a, b = (run(n, x=x).blobs["y"].data for n in nets)
+    assert a.shape == (1, 2, 5, 5) and np.array_equal(a, b)
+
+
 # ---------------------------------------------------------------- LRN
 def test_lrn_across_channels():
     x = RNG.normal(size=(2, 7, 4, 5)).astype(np.float32) * 3

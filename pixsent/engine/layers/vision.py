@@ -41,6 +41,22 @@ def _opt(msg, field: str) -> int | None:
     return getattr(msg, field) if msg.HasField(field) else None
 
 
+def _check_pooling_forms(p, layer: str) -> None:
+    """Caffe's pooling_layer.cpp LayerSetUp refuses what it cannot read one way: each of kernel, pad and
+    stride is the plain field or both its _h and _w fields (a lone pad_h is not pad_h with pad_w 0, as
+    for Convolution), and global pooling takes no kernel size."""
+    for name in ("kernel", "pad", "stride"):
+        plain = p.HasField("kernel_size" if name == "kernel" else name)
+        has_h, has_w = p.HasField(f"{name}_h"), p.HasField(f"{name}_w")
+        if (has_h or has_w) and (plain or not (has_h and has_w)):
+            what = "kernel_size" if name == "kernel" else name
+            raise NetError(f"layer {layer!r}: give {what}, or both {name}_h and {name}_w (not both forms)")
+    if p.global_pooling and (p.HasField("kernel_size") or p.HasField("kernel_h") or p.HasField("kernel_w")):
+        raise NetError(
+            f"layer {layer!r}: global pooling takes its kernel from the input; give no kernel size"
+        )
+
+
 class _ConvBase(Layer):
     """Shared set-up of Convolution and Deconvolution (kernel, pad, stride, dilation, group, bias)."""
 
@@ -161,6 +177,7 @@ class Pooling(Layer):
         shape = bottom_shapes[0]
         if len(shape) != 4:
             raise NetError(f"layer {self.name!r}: expects N x C x H x W input, got {shape}")
+        _check_pooling_forms(p, self.name)
         self.global_pooling = bool(p.global_pooling)
         if p.pool not in (PP.MAX, PP.AVE):
             raise NetError(
