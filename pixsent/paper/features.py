@@ -3,9 +3,9 @@
 Each image is read with OpenCV (BGR, as Caffe's convert_imageset does), resized to 256x256 (bilinear),
 centre-cropped to the net's input size and the mean subtracted (a mean image cropped at the same offset,
 as Caffe's TEST-phase Data layer does, or per-channel values): the input the fine-tuned net saw at test time.
-Every requested blob is written row by row into ``<cache>/<layer>.npy`` opened with
-``np.lib.format.open_memmap``, so conv1 for 880 images (~1 GB) is never held in memory; the files are built
-under a temporary name and renamed when complete, and a finished cache with the same key is reused.
+Every requested blob is appended batch by batch to ``<cache>/<layer>.npy`` (plain writes, nothing kept
+mapped) and read back memory-mapped, so conv1 for 880 images (~1 GB) is never held in memory; the files are
+built under a temporary name and renamed when complete, and a finished cache with the same key is reused.
 """
 
 from __future__ import annotations
@@ -88,6 +88,34 @@ class FeatureCache:
         return np.load(self.folder / f"{layer}.npy", mmap_mode="r")
 
 
+class NpyRowWriter:
+    """A float32 (n, d) ``.npy`` file written block of rows after block with plain writes, in order.
+
+    Unlike filling an ``open_memmap``, no page of the file stays mapped into the process, so writing
+    conv1's ~1 GB for 880 images adds nothing to the resident set (the OS page cache holds it).
+    """
+
+    def __init__(self, path: Path, n: int, d: int) -> None:
+        self.path, self.n, self.d, self.rows = path, n, d, 0
+        self.file = open(path, "wb")  # noqa: SIM115 - closed in close()
+        header = {"descr": np.dtype("<f4").str, "fortran_order": False, "shape": (n, d)}
+        np.lib.format.write_array_header_1_0(self.file, header)
+
+    def write(self, block: np.ndarray) -> None:
+        """Append rows (k, d) (cast to little-endian float32)."""
+        block = np.ascontiguousarray(block, dtype="<f4").reshape(len(block), self.d)
+        if self.rows + len(block) > self.n:
+            raise DataError(f"{self.path}: more than {self.n} rows written")
+        self.file.write(memoryview(block).cast("B"))
+        self.rows += len(block)
+
+    def close(self) -> None:
+        """Close the file; it must hold exactly n rows."""
+        self.file.close()
+        if self.rows != self.n:
+            raise DataError(f"{self.path}: {self.rows} rows written, {self.n} expected")
+
+
 def _meta_path(folder: Path) -> Path:
     return folder / "features.json"
 
@@ -124,7 +152,7 @@ def extract(
     if cached is not None:
         return cached
     folder.mkdir(parents=True, exist_ok=True)
-    arrays: dict[str, np.ndarray] = {}
+    writers: dict[str, NpyRowWriter] = {}
     shapes: dict[str, tuple[int, ...]] = {}
     tmp = {layer: folder / f".{layer}.npy.tmp" for layer in layers}
     try:
@@ -137,21 +165,17 @@ def extract(
                     if layer not in outs:
                         raise DataError(f"blob {layer!r} is not produced by the net")
                     out = np.asarray(outs[layer], dtype=np.float32).reshape(len(paths), -1)
-                    if layer not in arrays:
+                    if layer not in writers:
                         shapes[layer] = tuple(int(d) for d in np.shape(outs[layer])[1:])
-                        arrays[layer] = np.lib.format.open_memmap(
-                            tmp[layer],
-                            mode="w+",
-                            dtype=np.float32,
-                            shape=(len(images), math.prod(shapes[layer])),
-                        )
-                    arrays[layer][start : start + len(paths)] = out
+                        writers[layer] = NpyRowWriter(tmp[layer], len(images), math.prod(shapes[layer]))
+                    writers[layer].write(out)
                 bar.update(len(paths))
         for layer in layers:
-            arrays[layer].flush()
-            del arrays[layer]
+            writers.pop(layer).close()
             tmp[layer].replace(folder / f"{layer}.npy")
     except BaseException:
+        for w in writers.values():
+            w.file.close()
         for p in tmp.values():
             p.unlink(missing_ok=True)
         raise
@@ -198,8 +222,12 @@ def net_forward(
     names = resolve_blobs(layers, list(net.blobs), model)
 
     def forward(x: np.ndarray) -> dict[str, np.ndarray]:
-        out = net.forward_all(blobs=list(names.values()), **{in_name: x})
-        return {layer: np.asarray(out[blob]) for layer, blob in names.items()}
+        # the net takes the batch as it comes (no zero-padding to the prototxt's batch of 10)
+        if net.blobs[in_name].data.shape != x.shape:
+            net.blobs[in_name].reshape(*x.shape)
+            net.reshape()
+        out = net.forward(blobs=list(names.values()), **{in_name: x})
+        return {layer: np.array(out[blob], copy=True) for layer, blob in names.items()}
 
     return forward
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,43 +90,76 @@ class Rows:
         return self.array[self.index[key]]
 
 
-def column_stats(x: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature mean and standard deviation of a (n, d) array read in row chunks (float64 sums)."""
-    n, d = x.shape
-    s = np.zeros(d, np.float64)
-    ss = np.zeros(d, np.float64)
-    for i in range(0, n, chunk):
-        block = np.asarray(x[i : i + chunk], dtype=np.float64)
-        s += block.sum(0)
-        ss += np.square(block).sum(0)
-    mean = s / n
-    var = np.maximum(ss / n - mean**2, 0.0)
-    std = np.sqrt(var)
+def _standardise_in_place(
+    block: np.ndarray, others: Sequence[np.ndarray] = ()
+) -> tuple[np.ndarray, np.ndarray]:
+    """Standardise a float64 column block in place with its own mean and std (two-pass), ``others`` too.
+
+    Constant columns (e.g. dead ReLU units) get std = inf, so they become 0. Returns (mean, std).
+    """
+    mean = block.mean(0)
+    block -= mean
+    std = np.sqrt(np.einsum("ij,ij->j", block, block) / block.shape[0])
     std[std < 1e-8 * np.maximum(1.0, np.abs(mean))] = np.inf  # constant feature -> 0 after scaling
+    block /= std
+    for other in others:
+        other -= mean
+        other /= std
     return mean, std
 
 
-def _scaled(x: np.ndarray, mean: np.ndarray, std: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    return ((np.asarray(x[:, lo:hi], dtype=np.float64) - mean[lo:hi]) / std[lo:hi]).astype(np.float64)
+def _read_columns(x: np.ndarray | Rows, lo: int, hi: int, out: np.ndarray) -> np.ndarray:
+    """Columns lo:hi of every row of x into the float64 buffer ``out`` (reused: no fresh pages per block)."""
+    view = out[:, : hi - lo]
+    view[...] = x[:, lo:hi]
+    return view
+
+
+def column_stats(x: np.ndarray | Rows, chunk: int = 16384) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and standard deviation of a (n, d) array, read in column blocks (float64)."""
+    n, d = x.shape
+    buf = np.empty((n, min(d, chunk)), np.float64)
+    parts = [
+        _standardise_in_place(_read_columns(x, lo, min(d, lo + chunk), buf)) for lo in range(0, d, chunk)
+    ]
+    return np.concatenate([m for m, _ in parts]), np.concatenate([s for _, s in parts])
+
+
+def standardised_blocks(
+    train: np.ndarray | Rows, test: np.ndarray | Rows, chunk: int = 16384
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Column blocks of train and test standardised with the training rows' statistics.
+
+    A feature's statistics depend on its own column only, so one pass over the columns suffices. The
+    blocks live in two reused buffers: consume each before asking for the next.
+    """
+    d = train.shape[1]
+    width = min(d, chunk)
+    tr, te = np.empty((train.shape[0], width)), np.empty((test.shape[0], width))
+    for lo in range(0, d, chunk):
+        hi = min(d, lo + chunk)
+        a, b = _read_columns(train, lo, hi, tr), _read_columns(test, lo, hi, te)
+        _standardise_in_place(a, (b,))
+        yield a, b
 
 
 def standardised_views(
     train: np.ndarray | Rows, test: np.ndarray | Rows, chunk: int = 16384
 ) -> tuple[np.ndarray, np.ndarray, str]:
-    """Standardised train/test matrices, or their exact projections on the training row span when d > n."""
-    mean, std = column_stats(train)
+    """Standardised train/test matrices, or their exact projections on the training row span when d > n.
+
+    One pass over column blocks (standardised_blocks), each folded into the training Gram matrix and the
+    test-train cross products right away: memory stays at two (n, chunk) float64 buffers whatever the width.
+    """
     n, d = train.shape
     if d <= n:
-        xtr = _scaled(train, mean, std, 0, d)
-        xte = _scaled(test, mean, std, 0, d)
+        xtr, xte = next(standardised_blocks(train, test, d))
         return xtr, xte, "primal"
     gram = np.zeros((n, n), np.float64)
     cross = np.zeros((test.shape[0], n), np.float64)
-    for lo in range(0, d, chunk):
-        hi = min(d, lo + chunk)
-        a = _scaled(train, mean, std, lo, hi)
+    for a, b in standardised_blocks(train, test, chunk):
         gram += a @ a.T
-        cross += _scaled(test, mean, std, lo, hi) @ a.T
+        cross += b @ a.T
     evals, evecs = np.linalg.eigh(gram)
     keep = evals > evals.max() * 1e-10
     evals, evecs = evals[keep], evecs[:, keep]
