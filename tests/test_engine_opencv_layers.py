@@ -531,16 +531,6 @@ def randomize(net: Net, rng: np.random.Generator, bn_factor: float = 2.5) -> Non
             blob.data[...] = values
 
 
-def caffe_blob_form(net: caffe_pb2.NetParameter) -> caffe_pb2.NetParameter:
-    """Blobs as Caffe's Blob::ToProto writes them: a 0-axis blob has no ``shape`` field at all (pixsent writes
-    an empty ``shape {}``, which OpenCV cannot read; see test_zero_axis_blob_is_written_like_caffe)."""
-    for lp in net.layer:
-        for b in lp.blobs:
-            if b.HasField("shape") and not b.shape.dim:
-                b.ClearField("shape")
-    return net
-
-
 def make_inputs(case: Case, rng: np.random.Generator) -> dict[str, np.ndarray]:
     if case.positive:
         return {k: rng.uniform(0.5, 2.0, s).astype(np.float32) for k, s in case.inputs.items()}
@@ -593,7 +583,7 @@ def test_layer_agrees_with_opencv(case: Case, tmp_path: Path) -> None:
     proto.write_text(input_layer(case.inputs) + case.layers)
     net.save(weights)
     saved = caffe_pb2.NetParameter.FromString(weights.read_bytes())
-    weights.write_bytes(caffe_blob_form(saved).SerializeToString())
+    weights.write_bytes(saved.SerializeToString())
     try:
         theirs = opencv_run(proto, weights, inputs, [case.layer], fusion=False)[0]
     except cv2.error as e:
@@ -697,28 +687,18 @@ def test_paper_deploy_caffenet_agrees_with_opencv(tmp_path: Path) -> None:
 SHARED_PRELU = one("PReLU", "prelu_param { channel_shared: true }", id="prelu/shared_roundtrip")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pixsent.formats.blob.array_to_blob writes an empty `shape {}` for a 0-axis blob (PReLU "
-    "channel_shared, Scale num_axes 0); Caffe's Blob::ToProto calls mutable_shape() only per axis, so it "
-    "writes no shape, and OpenCV's importer cannot read the empty one",
-)
 def test_zero_axis_blob_is_written_like_caffe() -> None:
     net, _ = pixsent_run(SHARED_PRELU)
     blob = next(lp for lp in net.to_proto().layer if lp.name == "x").blobs[0]
     assert not blob.HasField("shape") and len(blob.data) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pixsent.formats.blob.blob_shape reads a blob with neither shape nor num/channels/height/width as "
-    "(count,), so copy_trained_layers_from refuses a Caffe-written PReLU channel_shared slope "
-    "((1,) vs ()); Caffe's Blob::FromProto reads it as 0 axes",
-)
 def test_caffe_written_zero_axis_blob_loads() -> None:
     net, _ = pixsent_run(SHARED_PRELU)
     net.params["x"][0].data[...] = 0.3
-    saved = caffe_blob_form(net.to_proto())
+    saved = net.to_proto()
+    slope = next(lp for lp in saved.layer if lp.name == "x").blobs[0]
+    assert not slope.HasField("shape")  # written as Caffe writes a 0-axis blob
     other, _ = pixsent_run(SHARED_PRELU)
     other.copy_trained_layers_from(saved)
     assert float(other.params["x"][0].data) == pytest.approx(0.3)

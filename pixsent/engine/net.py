@@ -408,7 +408,7 @@ class Net:
                             f"{blob_shape(b)} does not match target shape {shape}"
                         )
                     arr = blob_to_array(b, source=origin).reshape(shape)
-                    t.copy_(torch.from_numpy(np.ascontiguousarray(arr)).to(t.device))
+                    t.copy_(torch.as_tensor(arr).to(t.device))  # (ascontiguousarray makes 0-d 1-d)
 
     def share_weights(self, other: Net) -> None:
         """Use ``other``'s parameter tensors for layers of the same name (Caffe's ShareTrainedLayersWith)."""

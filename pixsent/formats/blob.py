@@ -28,7 +28,10 @@ def blob_shape(blob: caffe_pb2.BlobProto) -> tuple[int, ...]:
         return tuple(int(d) for d in blob.shape.dim)
     if is_legacy(blob):
         return tuple(int(getattr(blob, f)) for f in _LEGACY_FIELDS)
-    return (len(blob.double_data) or len(blob.data),)
+    count = len(blob.double_data) or len(blob.data)
+    # Caffe writes a 0-axis blob (PReLU channel_shared, Scale num_axes 0) with no shape at all and reads it
+    # back as 0 axes; a shapeless blob of several values (some non-Caffe writers) is read as 1-D
+    return () if count == 1 else (count,)
 
 
 def blob_to_array(blob: caffe_pb2.BlobProto, *, diff: bool = False, source: str = "<blob>") -> np.ndarray:
@@ -54,7 +57,7 @@ def array_to_blob(
             raise ValueError(f"a legacy blob has at most 4 axes, got shape {arr.shape}")
         dims = (1,) * (4 - arr.ndim) + tuple(arr.shape)
         blob.num, blob.channels, blob.height, blob.width = dims
-    else:
+    elif arr.ndim:  # a 0-axis blob gets no shape field at all, as Caffe's Blob::ToProto writes it
         blob.shape.dim.extend(int(d) for d in arr.shape)
     blob.MergeFromString(_packed_floats(_DATA_FIELD, arr))
     if diff is not None:
