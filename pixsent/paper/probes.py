@@ -186,9 +186,14 @@ class ProbeResult:
 def fit_probe(
     name: str, xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray, cfg: ProbeConfig
 ) -> tuple[float, float]:
-    """Grid-search C on the training data only, refit on all of it, return (test accuracy, chosen C)."""
+    """Grid-search C on the training data only, refit on all of it, return (test accuracy, chosen C).
+
+    BLAS runs single-threaded here: the problems are at most n_train wide, so threads only add overhead,
+    and OpenBLAS threads that spin for a busy CPU made the fits up to 5x slower on a shared machine.
+    """
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from threadpoolctl import threadpool_limits
 
     factory = CLASSIFIERS[name]
     folds = max(2, min(cfg.inner_folds, int(np.bincount(ytr).min())))
@@ -199,10 +204,10 @@ def fit_probe(
         scoring="accuracy",
         n_jobs=1,
     )
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), threadpool_limits(1, user_api="blas"):
         warnings.simplefilter("ignore", ConvergenceWarning)
         search.fit(xtr, ytr)
-    acc = float((search.predict(xte) == yte).mean())
+        acc = float((search.predict(xte) == yte).mean())
     return acc, float(search.best_params_["C"])
 
 
