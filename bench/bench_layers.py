@@ -1,13 +1,14 @@
 """Layer-probe benchmark: the whole `pixsent layers` job (Table 3) at the paper's scale, timed and watched.
 
 Builds in a work folder (default /tmp/pixsent_bench_layers): N 256x256 JPEGs of two classes (demo's
-striped images scaled up), five stratified folds made by `pixsent splits make` in the five_agrees layout,
-and a fake fine-tuned CaffeNet (the paper's fc8_twitter deploy.prototxt with seeded He-scaled random weights,
-~217 MB). Then runs `pixsent layers` in a subprocess on a fresh feature cache while a thread samples the
-child's /proc status every 0.1 s (VmRSS, RssAnon, RssFile); the peak RSS is the child's VmHWM (also
-getrusage's ru_maxrss of children). The child writes its phases (extract, standardise, fit per layer, fold
-and classifier) with --timings, so samples are attributed to phases. Results are merged under --label into
-bench/layers_report.json and bench/layers_report.md (both git-ignored). `--quick`: 176 images, 3 layers.
+striped images scaled up, a fraction --noise drawn as the other class), five stratified folds made by
+`pixsent splits make` in the five_agrees layout, and a fake fine-tuned CaffeNet (the paper's fc8_twitter
+deploy.prototxt with seeded He-scaled random weights, ~217 MB). Then runs `pixsent layers` in a subprocess
+on a fresh feature cache while a thread samples the child's /proc status every 0.1 s (VmRSS, RssAnon,
+RssFile); the peak RSS is the child's VmHWM (also getrusage's ru_maxrss of children). The child writes its
+phases (extract, standardise, fit per layer, fold and classifier) with --timings, so samples are attributed
+to phases. Results are merged under --label into bench/layers_report.json and bench/layers_report.md (both
+git-ignored). `--quick`: 176 images, 3 layers.
 """
 
 from __future__ import annotations
@@ -38,8 +39,12 @@ MEAN_BGR = "104,117,123"
 BUDGET_MIB = 8 * 1024
 
 
-def make_images(root: Path, n: int, seed: int) -> Path:
-    """N JPEGs of 256x256 (demo.draw_image scaled up, labels alternate) and their labels.txt."""
+def make_images(root: Path, n: int, seed: int, noise: float) -> Path:
+    """N JPEGs of 256x256 (demo.draw_image scaled up, labels alternate) and their labels.txt.
+
+    A fraction ``noise`` of the images is drawn as the other class, so that, as on the paper's data, the
+    probes cannot be perfect and the classifiers meet non-separable test folds.
+    """
     import cv2
 
     from pixsent.paper.demo import draw_image
@@ -54,7 +59,8 @@ def make_images(root: Path, n: int, seed: int) -> Path:
     lines = []
     for i in range(n):
         label = i % 2
-        img = cv2.resize(draw_image(rng, label), (256, 256), interpolation=cv2.INTER_LINEAR)
+        drawn = 1 - label if rng.uniform() < noise else label
+        img = cv2.resize(draw_image(rng, drawn), (256, 256), interpolation=cv2.INTER_LINEAR)
         name = f"img{i:04d}_c{label}.jpg"
         cv2.imwrite(str(images / name), img, [cv2.IMWRITE_JPEG_QUALITY, 90])
         lines.append(f"{name} {label}\n")
@@ -192,7 +198,8 @@ def to_markdown(report: dict) -> str:
     for label, r in report["runs"].items():
         ext = r["extract"]
         lines += [
-            f"## {label}: {r['images']} images, {len(r['layers'])} layers, {r['folds']} folds",
+            f"## {label}: {r['images']} images ({r.get('noise', 0):.0%} drawn as the other class), "
+            f"{len(r['layers'])} layers, {r['folds']} folds",
             "",
             f"{r['machine']}; load average at start {r['load_start']:.2f}, at end {r['load_end']:.2f}.",
             "",
@@ -239,14 +246,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "bench")
     ap.add_argument("--label", help="name of this run in the report (default: full or quick)")
     ap.add_argument("--keep-cache", action="store_true", help="reuse features from a previous run")
+    ap.add_argument("--noise", type=float, default=0.15, help="fraction of images drawn as the other class")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     n = 176 if args.quick and args.images == 880 else args.images
     layers = args.layers.split(",") if args.layers else list(QUICK_LAYERS if args.quick else TABLE3_LAYERS)
-    root = args.work / f"n{n}"
+    root = args.work / f"n{n}_noise{args.noise:g}"
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    labels = make_images(root, n, args.seed)
+    labels = make_images(root, n, args.seed, args.noise)
     splits = make_splits(root, labels, args.folds, args.seed)
     weights = make_weights(args.work, args.seed)
     mib = weights.stat().st_size / 2**20
@@ -257,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     ext_s = sum(e["seconds"] for e in ext)
     entry = {
         "images": n,
+        "noise": args.noise,
         "layers": layers,
         "folds": args.folds,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
