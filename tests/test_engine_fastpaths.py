@@ -288,3 +288,27 @@ def test_fastpaths_context_restores_and_rejects_unknown(monkeypatch):
     monkeypatch.setenv("PIXSENT_FAST", "1")
     monkeypatch.setenv("PIXSENT_FAST_LRN", "off")
     assert FastPaths.from_env() == FastPaths(True, False, True, True)
+
+
+# ---------------------------------------------------------------- memory
+def test_solver_frees_parsed_caffemodels_after_loading(tmp_path):
+    """The parsed ``weights`` caffemodel (as large as the weights) is dropped once the train and test nets
+    hold their copies, as Caffe frees it after CopyTrainedLayersFrom; the nets keep the loaded values."""
+    from pixsent.engine.solvers.solver import Solver
+
+    text = """name: "m" layer { name: "in" type: "Input" top: "x" top: "y"
+      input_param { shape { dim: 2 dim: 3 } shape { dim: 2 } } }
+    layer { name: "ip" type: "InnerProduct" bottom: "x" top: "z"
+      inner_product_param { num_output: 2 weight_filler { type: "gaussian" std: 1 } } }
+    layer { name: "loss" type: "SoftmaxWithLoss" bottom: "z" bottom: "y" top: "loss" }"""
+    src = make_net(text)
+    path = tmp_path / "w.caffemodel"
+    src.save(path)
+    sp = caffe_pb2.SolverParameter(base_lr=0.1, lr_policy="fixed", max_iter=1, test_iter=[1], test_interval=1)
+    sp.net_param.CopyFrom(text_format.Parse(text, caffe_pb2.NetParameter()))
+    sp.weights.append(str(path))
+    solver = Solver(sp)
+    assert solver._weights_cache == {}
+    want = src.params["ip"][0].data
+    for net in (solver.net, solver.test_nets[0]):
+        assert np.array_equal(net.params["ip"][0].data, want)

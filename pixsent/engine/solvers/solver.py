@@ -135,9 +135,13 @@ class Solver:
         if param.random_seed >= 0:
             _seed_everything(int(param.random_seed) + self.rank)
         self._net_factory = net_factory or self._default_factory
+        self._weights_cache: dict[str, caffe_pb2.NetParameter] = {}
         self.net, self.net_param = self._init_train_net()
         self.test_nets: list = []
         self._init_test_nets()
+        # every net holds its own copy of the weights now: the parsed caffemodels (as large as the weights,
+        # 228 MB for CaffeNet) are not needed any more (Caffe frees them after CopyTrainedLayersFrom too)
+        self._weights_cache.clear()
         self.iter = 0
         self.lr_state = LrState(0, 0)
         self.history: list[list[torch.Tensor]] = [
@@ -246,8 +250,6 @@ class Solver:
         """Copy the layers of every caffemodel in ``param.weights`` (each may be a comma list)."""
         from pixsent.formats.caffemodel import read_caffemodel
 
-        if not hasattr(self, "_weights_cache"):
-            self._weights_cache: dict[str, caffe_pb2.NetParameter] = {}
         for entry in self.param.weights:
             for name in [w for w in entry.split(",") if w]:
                 glog.info(f"Finetuning from {name}", "solver.cpp:72")
