@@ -70,19 +70,19 @@ def write_mean(array_chw: np.ndarray, path: str | os.PathLike[str]) -> Path:
     return atomic_write_bytes(path, mean_to_blob(array_chw).SerializeToString())
 
 
-def _load_npy(path: str | os.PathLike[str]) -> np.ndarray:
-    """np.load with a FormatError for missing or malformed files."""
+def load_npy(path: str | os.PathLike[str]) -> np.ndarray:
+    """np.load without pickles, with a FormatError for missing, truncated or malformed files."""
     try:
         return np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise FormatError(f"{path}: file not found") from None
-    except ValueError as exc:
+    except (ValueError, OSError, EOFError) as exc:
         raise FormatError(f"{path}: not a .npy array ({exc})") from None
 
 
 def npy_to_binaryproto(npy: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
     """Convert a (C, H, W) or (1, C, H, W) .npy mean to a .binaryproto."""
-    array = _load_npy(npy)
+    array = load_npy(npy)
     if not (array.ndim == 3 or (array.ndim == 4 and array.shape[0] == 1)):
         raise FormatError(f"{npy}: a mean must be C x H x W, found shape {array.shape}")
     return write_mean(array, out)

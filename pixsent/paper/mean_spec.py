@@ -29,14 +29,6 @@ def _values(spec: str) -> np.ndarray:
     return values
 
 
-def _load_npy(path: Path) -> np.ndarray:
-    """np.load without pickles; a file that is not a .npy array is a FormatError naming it."""
-    try:
-        return np.asarray(np.load(path, allow_pickle=False), dtype=np.float32)
-    except (ValueError, OSError, EOFError) as exc:
-        raise FormatError(f"{path}: not a .npy mean ({exc})") from None
-
-
 def parse_mean(spec: str) -> np.ndarray:
     """float32 (C,) per-channel values or a (C, H, W) mean image, C in 1 or 3, from a --mean value."""
     if "," in spec:
@@ -47,7 +39,9 @@ def parse_mean(spec: str) -> np.ndarray:
     with open(path, "rb") as fh:
         is_npy = fh.read(len(NPY_MAGIC)) == NPY_MAGIC
     if is_npy:
-        mean = _load_npy(path)
+        from pixsent.formats.binaryproto import load_npy
+
+        mean = load_npy(path).astype(np.float32, copy=False)
     elif path.suffix.lower() == ".npy":
         raise FormatError(f"{path}: not a .npy file (no NUMPY header)")
     else:  # .binaryproto, or any other name holding a BlobProto

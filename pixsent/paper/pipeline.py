@@ -203,7 +203,8 @@ def image_root(cfg: FoldConfig, list_file: Path | None = None) -> Path:
 
 
 def _first_image(list_file: Path) -> str | None:
-    """The path on the first non-empty line of an image list (None when it has none)."""
+    """The path on the first non-empty line of an image list (None when it has none); a lenient probe, so
+    a malformed later line is left for convert_imageset to report with its line number."""
     for line in Path(list_file).read_text().splitlines():
         if line.strip():
             return line.rsplit(None, 1)[0] if len(line.split()) > 1 else line.strip()
@@ -632,18 +633,14 @@ class PaperRecipe:
             weights = self.init_weights(cfg)
         except DataError:
             return None  # training will report the missing weights; the registry's width is used meanwhile
-        from pixsent.formats.blob import blob_shape
-        from pixsent.formats.caffemodel import read_caffemodel
+        from pixsent.formats.caffemodel import read_caffemodel, weights_of
 
-        net = read_caffemodel(weights)
-        layers = list(net.layer) or list(net.layers)
-        fc8 = next((layer for layer in layers if layer.name == "fc8" and layer.blobs), None)
+        fc8 = weights_of(read_caffemodel(weights), str(weights)).get("fc8")  # V1 upgraded: (N, K) weights
         if fc8 is None:
             raise NetError(
                 f"{weights}: no layer 'fc8' with weights, which fc9_twitter keeps from its init model"
             )
-        shape = blob_shape(fc8.blobs[0])  # (N, K), or legacy (1, 1, N, K) in V1 caffemodels
-        return int(shape[2] if len(shape) == 4 and shape[:2] == (1, 1) else shape[0])
+        return int(fc8[0].shape[0])
 
     def init_weights(self, cfg: FoldConfig) -> Path | None:
         if cfg.weights is not None:

@@ -115,12 +115,13 @@ def predict(images: list[Path], cfg: PredictConfig) -> list[dict]:
         image_dims=(cfg.image_size, cfg.image_size), mean=load_mean(cfg.mean), device=cfg.device
     )
     net = ev.open_net(Path(cfg.model), Path(cfg.weights), cfg.device)
-    arrays = [ev.load_resized(Path(p), ecfg.image_dims) for p in images]
-    if net.blobs[net.outputs[0]].data.shape[1] != 2:
+    classes = net.blobs[net.outputs[0]].data.shape[1]
+    if classes != 2:
         raise DataError(
-            f"{cfg.model}: output {net.outputs[0]!r} has {net.blobs[net.outputs[0]].data.shape[1]} classes; "
+            f"{cfg.model}: output {net.outputs[0]!r} has {classes} classes; "
             "predict needs a two-class sentiment net (index 0 negative, 1 positive)"
         )
+    arrays = [ev.load_resized(Path(p), ecfg.image_dims) for p in images]
     crops = ev.predict_arrays(net, arrays, ecfg)
     probs = crops.mean(1) if cfg.oversample else crops[:, ev.CENTRE_CROP]
     out = []

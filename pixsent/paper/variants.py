@@ -51,9 +51,8 @@ class VariantConfig:
     fc9_activation: Fc9Activation = DEFAULT_FC9_ACTIVATION
     num_classes: int = 2
     train_batch_size: int = 256  # TRAIN Data batch (BATCH=); the paper's 256
-    iter_size: int = (
-        1  # passes accumulated per update (ITER_SIZE=): batch x iter_size is what an epoch counts
-    )
+    # passes accumulated per update (ITER_SIZE=): batch x iter_size is what an epoch counts
+    iter_size: int = 1
     test_batch_cap: int = 50  # largest TEST batch; the actual size is balanced over the test fold
     deploy_batch_size: int = 10
     crop_size: int = 227

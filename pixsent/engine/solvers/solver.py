@@ -255,8 +255,7 @@ class Solver:
                 glog.info(f"Finetuning from {name}", "solver.cpp:72")
                 if name not in self._weights_cache:
                     self._weights_cache[name] = read_caffemodel(name)
-                with naming(name, placeholder="<NetParameter>"):  # the net only sees the parsed message
-                    net.copy_trained_layers_from(self._weights_cache[name])
+                net.copy_trained_layers_from(self._weights_cache[name], origin=name)
 
     @property
     def params(self) -> list[torch.Tensor]:
