@@ -10,7 +10,7 @@ import argparse
 
 
 def register(subparsers) -> None:
-    from pixsent.engine.caffe_tool import add_flags
+    from pixsent.cli.caffe_tool import add_flags
 
     parser = subparsers.add_parser(
         "caffe",
@@ -24,6 +24,6 @@ def register(subparsers) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from pixsent.engine.caffe_tool import flags_from_args, run
+    from pixsent.cli.caffe_tool import flags_from_args, run
 
     return run(flags_from_args(args))
