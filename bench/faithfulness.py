@@ -81,8 +81,8 @@ def net_checks(golden: Path) -> dict[str, float]:
 
 def solver_checks(golden: Path) -> dict[str, float]:
     """The 20-iteration SGD run, the resume from Caffe's solverstate, and the five other solver types."""
-    from pixsent.engine import glog
     from pixsent.cli.caffe_tool import CaffeFlags, train
+    from pixsent.engine import glog
     from pixsent.engine.logparse import parse_log
     from pixsent.formats.caffemodel import read_weights
     from pixsent.formats.solverstate import history_arrays, read_solverstate

@@ -14,8 +14,8 @@ import pytest
 
 pytest.importorskip("pixsent.engine.net", reason="the engine's Net is not available yet")
 
-from pixsent.engine import glog  # noqa: E402
 from pixsent.cli.caffe_tool import CaffeFlags, train  # noqa: E402
+from pixsent.engine import glog  # noqa: E402
 from pixsent.engine.logparse import parse_log  # noqa: E402
 from pixsent.formats.caffemodel import read_weights  # noqa: E402
 from pixsent.formats.solverstate import history_arrays, read_solverstate  # noqa: E402
