@@ -30,8 +30,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pixsent.paper.phases import proc_status_kib  # noqa: E402
-from pixsent.paper.probes import TABLE3_LAYERS  # noqa: E402
+from pixsent.analysis.phases import proc_status_kib  # noqa: E402
+from pixsent.analysis.probes import TABLE3_LAYERS  # noqa: E402
 
 DEPLOY = REPO / "prototxt/five_agrees/fc8_twitter/deploy.prototxt"
 QUICK_LAYERS = ("conv1", "pool5", "fc7")
@@ -47,7 +47,7 @@ def make_images(root: Path, n: int, seed: int, noise: float) -> Path:
     """
     import cv2
 
-    from pixsent.paper.demo import draw_image
+    from pixsent.recipes.demo import draw_image
 
     images = root / "images"
     labels = root / "labels.txt"

@@ -1,4 +1,4 @@
-# The paper's prototxts (pixsent/paper/prototxt_gen.py); committed under prototxt/.
+# The paper's prototxts (pixsent/recipes/paper/prototxt_gen.py); committed under prototxt/.
 SUBSET ?= five
 
 .PHONY: prototxt prototxt-all prototxt-check

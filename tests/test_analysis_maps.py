@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pixsent.paper import maps
+from pixsent.analysis import maps
 
 
 def _prob(h: int = 8, w: int = 8, seed: int = 0) -> np.ndarray:

@@ -15,9 +15,9 @@ import cv2
 import numpy as np
 import pytest
 
+from pixsent.analysis import features, probes
+from pixsent.analysis.phases import PhaseLog
 from pixsent.errors import DataError
-from pixsent.paper import features, probes
-from pixsent.paper.phases import PhaseLog
 
 N_IMAGES, N_FOLDS = 60, 3
 

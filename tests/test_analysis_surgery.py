@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
+from pixsent.analysis import surgery as surg
 from pixsent.caffe.proto import caffe_pb2
 from pixsent.cli import main
 from pixsent.formats.blob import blob_to_array
 from pixsent.formats.caffemodel import read_caffemodel
 from pixsent.formats.prototxt import read_net
-from pixsent.paper import surgery as surg
 
 
 @pytest.fixture(scope="module")

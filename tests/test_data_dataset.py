@@ -11,7 +11,7 @@ import pytest
 
 from pixsent.cli import main
 from pixsent.data.splits import make_splits
-from pixsent.paper import dataset
+from pixsent.recipes.paper import dataset
 
 
 def _tiny_dataset(tmp_path: Path, n: int = 20) -> tuple[Path, Path]:

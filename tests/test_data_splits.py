@@ -9,7 +9,7 @@ import pytest
 
 from pixsent.cli import main
 from pixsent.data.splits import check_splits, make_splits, summarize
-from pixsent.paper.dataset import fetch_splits
+from pixsent.recipes.paper.dataset import fetch_splits
 
 
 def test_real_splits_pass_with_paper_counts(shared_data, capsys):

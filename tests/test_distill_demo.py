@@ -10,8 +10,8 @@ import pytest
 
 pytest.importorskip("pixsent.engine.net", reason="engine Net not available yet")
 
-from pixsent.paper import demo as paper_demo  # noqa: E402
-from pixsent.paper.distill.demo import DistillDemoConfig, run_demo  # noqa: E402
+from pixsent.distill.demo import DistillDemoConfig, run_demo  # noqa: E402
+from pixsent.recipes import demo as paper_demo  # noqa: E402
 
 
 def test_demo_reduced_student_beats_majority(tmp_path):

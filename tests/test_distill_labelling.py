@@ -10,13 +10,13 @@ import cv2
 import numpy as np
 import pytest
 
+from pixsent.distill import dedup as dd
+from pixsent.distill.demo import DistillDemoConfig, generate_posts, teacher_agreement
+from pixsent.distill.labelling import LabelConfig, run_labelling
+from pixsent.distill.posts import read_posts
+from pixsent.distill.teachers import VaderMapping, get_teacher
+from pixsent.distill.text import normalise
 from pixsent.errors import DataError
-from pixsent.paper.distill import dedup as dd
-from pixsent.paper.distill.demo import DistillDemoConfig, generate_posts, teacher_agreement
-from pixsent.paper.distill.labelling import LabelConfig, run_labelling
-from pixsent.paper.distill.posts import read_posts
-from pixsent.paper.distill.teachers import VaderMapping, get_teacher
-from pixsent.paper.distill.text import normalise
 
 
 def test_normalise_mentions_and_urls():

@@ -58,7 +58,7 @@ def test_soften_aligns_soft_labels_with_images(tmp_path):
     import cv2
 
     from pixsent.data.imageset import convert_imageset
-    from pixsent.paper.distill.student import soften, write_soft_lmdb
+    from pixsent.distill.student import soften, write_soft_lmdb
 
     rng = np.random.RandomState(1)
     names, scores = [], {}

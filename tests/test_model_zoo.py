@@ -13,7 +13,8 @@ import pytest
 from pixsent import fetch as fetcher
 from pixsent.cli import main as cli_main
 from pixsent.errors import DataError, NetError
-from pixsent.paper import model_zoo
+from pixsent.recipes import paper as _paper  # noqa: F401  (registers the paper's deploy generators)
+from pixsent.zoo import registry as model_zoo
 
 REQUIRED = {
     "caffenet": 1000,

@@ -13,9 +13,9 @@ import pytest
 
 pytest.importorskip("pixsent.engine.net", reason="engine Net not available yet")
 
-from pixsent.paper import evaluate as ev  # noqa: E402
-from pixsent.paper.demo import DemoConfig, fold_config, generate_dataset, run_demo  # noqa: E402
-from pixsent.paper.pipeline import run_fold  # noqa: E402
+from pixsent.recipes.demo import DemoConfig, fold_config, generate_dataset, run_demo  # noqa: E402
+from pixsent.workflow import evaluate as ev  # noqa: E402
+from pixsent.workflow.pipeline import run_fold  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = dict(n_images=40, epochs=4, batch=8, widths=(8, 8, 8, 8, 8, 16, 16), progress=False)
@@ -170,7 +170,7 @@ def test_two_process_gloo_equals_one_process(golden, tmp_path):
         [
             sys.executable,
             "-m",
-            "pixsent.paper.parallel",
+            "pixsent.workflow.parallel",
             "--solver",
             "solver.prototxt",
             "--devices",

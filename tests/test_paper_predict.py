@@ -15,8 +15,8 @@ from pixsent.cli import main
 from pixsent.engine.net import Net
 from pixsent.errors import DataError
 from pixsent.formats.prototxt import write_prototxt
-from pixsent.paper import predict as pr
-from pixsent.paper.demo import DemoConfig, deploy_net, draw_image
+from pixsent.recipes.demo import DemoConfig, deploy_net, draw_image
+from pixsent.workflow import predict as pr
 
 MEAN = (104.0, 117.0, 123.0)
 

@@ -10,9 +10,9 @@ from google.protobuf import text_format
 
 from pixsent.caffe.proto import caffe_pb2
 from pixsent.cli import main as cli_main
-from pixsent.paper import prototxt_gen, variants
-from pixsent.paper.solver_config import SolverConfig
-from pixsent.paper.variants import Fc9Activation, VariantConfig
+from pixsent.recipes.paper import prototxt_gen, variants
+from pixsent.recipes.paper.solver_config import SolverConfig
+from pixsent.recipes.paper.variants import Fc9Activation, VariantConfig
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -21,7 +21,7 @@ from pixsent.caffe.proto import caffe_pb2  # noqa: E402
 from pixsent.formats.blob import blob_to_array  # noqa: E402
 from pixsent.formats.caffemodel import read_caffemodel  # noqa: E402
 from pixsent.formats.prototxt import read_net, read_solver  # noqa: E402
-from pixsent.paper.runs import RunPaths  # noqa: E402
+from pixsent.workflow.runs import RunPaths  # noqa: E402
 
 pytestmark = pytest.mark.slow  # about 40 s on 2 cores: real CaffeNet weights are ~240 MB
 
@@ -38,7 +38,7 @@ def fake_caffenet(path: Path, num_outputs: int, seed: int) -> dict[str, list[np.
     """CaffeNet from the generated reference deploy net with random fillers; every bias set to a value no
     filler gives (0.1 + 0.001 x layer index), so copied weights are recognisable after training."""
     from pixsent.engine.net import Net
-    from pixsent.paper.variants import reference_deploy
+    from pixsent.zoo.caffenet import reference_deploy
 
     net = Net(reference_deploy(num_outputs), caffe_pb2.TEST, seed=seed)
     for k, name in enumerate(net.layer_names):
@@ -119,7 +119,7 @@ class _Stop(Exception):
 def test_paper_fc7_2_capped_then_cached_then_trains_on(twitter, tmp_path, monkeypatch):
     from pixsent.cli import main
     from pixsent.engine.logparse import parse_log
-    from pixsent.paper.pipeline import FoldConfig, run_fold
+    from pixsent.workflow.pipeline import FoldConfig, run_fold
 
     monkeypatch.chdir(tmp_path)  # data/ilsvrc_2012_mean.binaryproto is made here from the shared .npy
     runs = tmp_path / "runs"
@@ -215,7 +215,7 @@ def test_fc9_twitter_from_mvso_en_keeps_its_4342_way_fc8(twitter, tmp_path, monk
     """fc9_twitter initialised from MVSO-EN (models/mvso_en.caffemodel): the generated net keeps the init
     model's 4342-way fc8, which the caffemodel fills exactly, and adds fc9_twitter from its filler."""
     from pixsent.engine.net import Net
-    from pixsent.paper.pipeline import FoldConfig, get_recipe, step_lmdb, step_prototxt, step_splits
+    from pixsent.workflow.pipeline import FoldConfig, get_recipe, step_lmdb, step_prototxt, step_splits
 
     monkeypatch.chdir(tmp_path)
     models = tmp_path / "models"

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pixsent.paper import evaluate as ev
-from pixsent.paper import results, tables
-from pixsent.paper.runs import RunPaths, is_done, mark_done, write_json
+from pixsent.recipes.paper import results, tables
+from pixsent.workflow import evaluate as ev
+from pixsent.workflow.runs import RunPaths, is_done, mark_done, write_json
 
 
 def test_ten_crops_match_pycaffe_oversample():
@@ -100,7 +100,7 @@ def test_published_numbers_match_spec():
 
 
 def test_plot_from_golden_caffe_log(golden, tmp_path):
-    from pixsent.paper.plots import plot_logs, read_curves
+    from pixsent.workflow.plots import plot_logs, read_curves
 
     log = golden / "solver_run" / "train.log"
     c = read_curves(log)
@@ -121,7 +121,7 @@ def test_cli_table_and_plot(golden, tmp_path, capsys):
 
 
 def test_demo_dataset_deterministic_and_in_paper_layout(tmp_path):
-    from pixsent.paper.demo import DemoConfig, generate_dataset
+    from pixsent.recipes.demo import DemoConfig, generate_dataset
 
     a = generate_dataset(DemoConfig(out=tmp_path / "a", n_images=20))
     b = generate_dataset(DemoConfig(out=tmp_path / "b", n_images=20))
@@ -133,7 +133,7 @@ def test_demo_dataset_deterministic_and_in_paper_layout(tmp_path):
 
 
 def test_demo_net_is_caffenet_shaped():
-    from pixsent.paper.demo import DemoConfig, deploy_net, solver
+    from pixsent.recipes.demo import DemoConfig, deploy_net, solver
 
     names = [layer.name for layer in deploy_net(DemoConfig(), "fc8_twitter").layer]
     assert names == [
@@ -175,9 +175,10 @@ def test_demo_net_is_caffenet_shaped():
 
 
 def _write_paper_files(tmp_path: Path, variant: str, subset: str, train_size: int, test_size: int):
-    pytest.importorskip("pixsent.paper.model_zoo")
+    pytest.importorskip("pixsent.zoo.registry")
     from pixsent.formats.prototxt import read_net, read_solver
-    from pixsent.paper.pipeline import FoldConfig, PaperRecipe
+    from pixsent.recipes.paper.recipe import PaperRecipe
+    from pixsent.workflow.pipeline import FoldConfig
 
     cfg = FoldConfig(variant=variant, subset=subset, runs=tmp_path)
     run = cfg.run_paths()
@@ -228,7 +229,7 @@ def test_generated_solver_scales_with_fold_size(tmp_path):
 def test_iter_size_keeps_the_solver_of_the_effective_batch(tmp_path):
     """BATCH=64 ITER_SIZE=4 gets the max_iter, stepsize, test interval and rates of batch 256 (Caffe's
     iter_size averages 4 passes per update); the default writes no iter_size at all."""
-    from pixsent.paper.solver_config import SolverConfig
+    from pixsent.recipes.paper.solver_config import SolverConfig
 
     full = SolverConfig("n", "p", 704, 176)
     split = SolverConfig("n", "p", 704, 176, batch_size=64, iter_size=4)
@@ -239,7 +240,7 @@ def test_iter_size_keeps_the_solver_of_the_effective_batch(tmp_path):
     assert "effective batch 256" in split.to_text()
     assert SolverConfig("n", "p", 704, 176, batch_size=64).max_iter == 720  # no iter_size: 4x the updates
 
-    from pixsent.paper.pipeline import FoldConfig
+    from pixsent.workflow.pipeline import FoldConfig
 
     with pytest.raises(Exception, match="iter_size must be"):
         FoldConfig(iter_size=0)
@@ -247,7 +248,7 @@ def test_iter_size_keeps_the_solver_of_the_effective_batch(tmp_path):
 
 def _paper_prototxt_step(tmp_path: Path, variant: str = "fc7-2", **over):
     """Run the splits and prototxt steps of the paper recipe on a 10/2-image fold (no images, no weights)."""
-    from pixsent.paper.pipeline import FoldConfig, step_prototxt, step_splits
+    from pixsent.workflow.pipeline import FoldConfig, step_prototxt, step_splits
 
     fold = tmp_path / "splits/five_agrees/test1"
     fold.mkdir(parents=True, exist_ok=True)
@@ -302,7 +303,7 @@ def test_newest_solverstate_before_an_iteration(tmp_path):
 
 
 def test_image_root_finds_the_folder_holding_the_listed_images(tmp_path):
-    from pixsent.paper.pipeline import FoldConfig, image_root
+    from pixsent.workflow.pipeline import FoldConfig, image_root
 
     (tmp_path / "twitter/images").mkdir(parents=True)
     (tmp_path / "twitter/images/x.jpg").write_bytes(b"")
@@ -357,7 +358,8 @@ def test_fc9_twitter_keeps_the_fc8_width_of_its_init_caffemodel(tmp_path):
 def test_paper_recipe_uses_the_init_models_mean(tmp_path, monkeypatch):
     """PlacesCNN fine-tunes with the Places205 mean from its archive, not the ILSVRC mean."""
     from pixsent.errors import DataError
-    from pixsent.paper.pipeline import FoldConfig, PaperRecipe
+    from pixsent.recipes.paper.recipe import PaperRecipe
+    from pixsent.workflow.pipeline import FoldConfig
 
     monkeypatch.chdir(tmp_path)
     cfg = FoldConfig(init="places", models=tmp_path / "models")

@@ -13,7 +13,7 @@ _ITER = re.compile(r"_iter_(\d+)\.caffemodel$")
 
 def _mean(spec: str | None, default: Path | None = None):
     """--mean: a .npy (3,H,W) mean image or (3,) values, a .binaryproto, or 'B,G,R'; None -> default file."""
-    from pixsent.paper.mean_spec import parse_mean
+    from pixsent.zoo.mean_spec import parse_mean
 
     if spec is None:
         if default is not None and default.is_file():
@@ -51,11 +51,11 @@ def resolve_models(run: Path, model: Path | None, folds: list[int]) -> dict[int,
 def _layers(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from pixsent.analysis import probes
+    from pixsent.analysis.phases import PhaseLog
     from pixsent.data.splits import fold_dirs
     from pixsent.errors import DataError
     from pixsent.formats.atomic import atomic_write_text
-    from pixsent.paper import probes
-    from pixsent.paper.phases import PhaseLog
 
     splits = Path(args.splits)
     if (splits / SUBSET_DIRS[args.subset]).is_dir():
@@ -90,7 +90,7 @@ def _layers(args: argparse.Namespace) -> int:
 
 
 def _surgery(args: argparse.Namespace) -> int:
-    from pixsent.paper.surgery import surgery
+    from pixsent.analysis.surgery import surgery
 
     res = surgery(args.model, args.weights, args.out, size=args.size)
     for c in res.conversions.values():
@@ -103,7 +103,7 @@ def _surgery(args: argparse.Namespace) -> int:
 def _maps(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from pixsent.paper.maps import MapConfig, run_maps
+    from pixsent.analysis.maps import MapConfig, run_maps
 
     mean = _mean(args.mean)
     if mean is not None and np.ndim(mean) == 3:

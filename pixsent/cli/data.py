@@ -105,7 +105,7 @@ def run_compute_image_mean(args: argparse.Namespace) -> int:
 
 
 def run_splits_fetch(args: argparse.Namespace) -> int:
-    from pixsent.paper.dataset import SUBSETS, fetch_splits
+    from pixsent.recipes.paper.dataset import SUBSETS, fetch_splits
 
     subsets = SUBSETS if args.subset == "all" else (args.subset,)
     paths = fetch_splits(subsets, args.dest, mirror=args.mirror)
@@ -137,7 +137,7 @@ def run_splits_check(args: argparse.Namespace) -> int:
 
 
 def run_data_fetch(args: argparse.Namespace) -> int:
-    from pixsent.paper.dataset import TWITTER_ARCHIVE_URLS, fetch_images
+    from pixsent.recipes.paper.dataset import TWITTER_ARCHIVE_URLS, fetch_images
 
     urls = tuple(args.url) if args.url else TWITTER_ARCHIVE_URLS
     images, missing = fetch_images(args.dest, mirror=args.mirror, urls=urls, splits=args.splits)
@@ -148,7 +148,7 @@ def run_data_fetch(args: argparse.Namespace) -> int:
 
 
 def run_data_lmdb(args: argparse.Namespace) -> int:
-    from pixsent.paper.dataset import FOLDS, ensure_fold_lmdbs
+    from pixsent.recipes.paper.dataset import FOLDS, ensure_fold_lmdbs
 
     folds = FOLDS if args.fold == "all" else (int(args.fold),)
     for fold in folds:
@@ -168,7 +168,7 @@ def run_data_lmdb(args: argparse.Namespace) -> int:
 
 
 def run_data_mean(args: argparse.Namespace) -> int:
-    from pixsent.paper.dataset import fetch_ilsvrc_mean
+    from pixsent.recipes.paper.dataset import fetch_ilsvrc_mean
 
     print(f"wrote {fetch_ilsvrc_mean(args.dest, mirror=args.mirror)}")
     return 0

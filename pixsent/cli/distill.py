@@ -65,7 +65,7 @@ def register(subparsers) -> None:
 
 
 def _cmd_label(args: argparse.Namespace) -> int:
-    from pixsent.paper.distill.labelling import LabelConfig, run_labelling
+    from pixsent.distill.labelling import LabelConfig, run_labelling
 
     cfg = LabelConfig(
         teacher=args.teacher,
@@ -85,7 +85,7 @@ def _cmd_label(args: argparse.Namespace) -> int:
 
 
 def _student_config(args: argparse.Namespace):
-    from pixsent.paper.distill.student import StudentConfig
+    from pixsent.distill.student import StudentConfig
 
     images = args.images
     if images is None:
@@ -111,7 +111,7 @@ def _student_config(args: argparse.Namespace):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from pixsent.paper.distill.student import train_student
+    from pixsent.distill.student import train_student
 
     m = train_student(_student_config(args))
     print(f"student {m['weights']}: weak hold-out accuracy {m['accuracy_center']:.4f} (centre)")
@@ -119,13 +119,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from pixsent.paper.distill.evaluation import (
+    from pixsent.distill.evaluation import (
         BenchmarkConfig,
         evaluate_student,
         render_table,
         student_from_fold,
     )
-    from pixsent.paper.distill.student import fold_config
+    from pixsent.distill.student import fold_config
 
     scfg = _student_config(args)
     st = student_from_fold(fold_config(scfg))
@@ -151,7 +151,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from pixsent.paper.distill.demo import DistillDemoConfig, run_demo
+    from pixsent.distill.demo import DistillDemoConfig, run_demo
 
     run_demo(
         DistillDemoConfig(

@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from pixsent.paper import model_zoo
+    from pixsent.zoo import registry as model_zoo
 
     rows = [("name", "outputs", "mean", "checksum", "url", "file")]
     for e in model_zoo.registry().values():
@@ -39,7 +39,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_fetch(args: argparse.Namespace) -> int:
-    from pixsent.paper import model_zoo
+    from pixsent.zoo import registry as model_zoo
 
     path = model_zoo.fetch(args.name, dest=args.dest, mirror=args.mirror)
     print(path)
@@ -48,7 +48,7 @@ def run_fetch(args: argparse.Namespace) -> int:
 
 def run_deploy(args: argparse.Namespace) -> int:
     from pixsent.formats.prototxt import write_prototxt
-    from pixsent.paper import model_zoo
+    from pixsent.zoo import registry as model_zoo
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_prototxt(model_zoo.deploy_net(args.name, num_outputs=args.num_outputs), args.out)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 
@@ -58,81 +57,44 @@ def _positive(text: str) -> int:
     return value
 
 
-def _check_choices(args: argparse.Namespace) -> None:
-    """Reject an unknown variant or subset now, before any LMDB is built (not at the prototxt step)."""
-    from pixsent.errors import NetError
-    from pixsent.paper.variants import HEADS
+def _recipe_for(data: Path | None):
+    """The recipe that claims the --data folder: a recipe module of pixsent.recipes other than the default
+    ``paper`` whose ``claims_data`` says yes (the demo recognises its generated sets), else ``paper``."""
+    import pkgutil
 
-    if args.variant not in HEADS:
-        raise NetError(f"--variant {args.variant}: unknown variant (known: {', '.join(HEADS)})")
-    if args.subset not in ("five", "four", "three"):
-        raise NetError(f"--subset {args.subset}: unknown subset (known: five, four, three)")
+    from pixsent import recipes
+    from pixsent.workflow.pipeline import get_recipe
+
+    names = sorted(m.name for m in pkgutil.iter_modules(recipes.__path__) if m.name != "paper")
+    for name in names:
+        recipe = get_recipe(name)
+        if getattr(recipe, "claims_data", None) and recipe.claims_data(data):
+            return recipe
+    return get_recipe("paper")
 
 
 def _fold_config(args: argparse.Namespace, fold: int = 1):
-    from pixsent.paper import demo
-    from pixsent.paper.pipeline import FoldConfig
-
     gpu = None if args.gpu in (None, "", "cpu", "-1") else args.gpu
-    if demo.is_demo_data(args.data):
-        root = args.data if (args.data / demo.MARKER).exists() else args.data.parent
-        if args.iter_size != 1:
-            from pixsent.errors import NetError
-
-            raise NetError(f"--iter-size {args.iter_size}: the demo recipe's solver has no iter_size")
-        dcfg = demo.DemoConfig(out=root.parent, variant=args.variant, echo=not args.quiet)
-        if args.batch is not None:
-            dcfg.batch = args.batch
-        cfg = demo.fold_config(
-            dcfg,
-            root,
-            fold=fold,
-            runs=args.runs,
-            gpu=gpu,
-            engine=args.engine,
-            max_iter_cap=args.max_iter,
-        )
-        print(f"pixsent: {args.data} is a generated demo set: {demo.BANNER}", file=sys.stderr)
-        return cfg
-    _check_choices(args)
-    return FoldConfig(
-        variant=args.variant,
-        subset=args.subset,
-        init=args.init,
-        fold=fold,
-        runs=args.runs,
-        images=args.data,
-        splits=args.splits,
-        lmdb_root=args.lmdb,
-        mirror=args.mirror,
-        models=args.models,
-        weights=args.weights,
-        gpu=gpu,
-        engine=args.engine,
-        echo=not args.quiet,
-        batch=args.batch or 256,
-        iter_size=args.iter_size,
-        max_iter_cap=args.max_iter,
-    )
+    return _recipe_for(args.data).config_from_args(args, fold, gpu)
 
 
 def _cmd_fold(args: argparse.Namespace) -> int:
-    from pixsent.paper.pipeline import run_fold
+    from pixsent.workflow.pipeline import run_fold
 
     run_fold(_fold_config(args, args.fold))
     return 0
 
 
 def _cmd_cv(args: argparse.Namespace) -> int:
-    from pixsent.paper.pipeline import run_cv
+    from pixsent.workflow.pipeline import run_cv
 
     run_cv(_fold_config(args), range(1, args.folds + 1))
     return 0
 
 
 def _cmd_paper(args: argparse.Namespace) -> int:
-    from pixsent.paper import tables
-    from pixsent.paper.pipeline import run_paper
+    from pixsent.recipes.paper import tables
+    from pixsent.recipes.paper.recipe import run_paper
 
     run_paper(_fold_config(args), range(1, args.folds + 1))
     print(tables.render(["2", "4", "5", "6"], args.runs, "md"))
@@ -140,7 +102,7 @@ def _cmd_paper(args: argparse.Namespace) -> int:
 
 
 def _cmd_table(args: argparse.Namespace) -> int:
-    from pixsent.paper import tables
+    from pixsent.recipes.paper import tables
 
     chosen = args.tables.split(",") if args.tables else ["2", "4", "5", "6"]
     text = tables.render(chosen, args.runs, args.format)
@@ -151,7 +113,7 @@ def _cmd_table(args: argparse.Namespace) -> int:
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from pixsent.paper.plots import plot_logs
+    from pixsent.workflow.plots import plot_logs
 
     labels = args.labels[0].split(",") if args.labels and len(args.labels) == 1 else args.labels
     out = plot_logs(args.logs, args.out, labels, args.title or "")
@@ -160,7 +122,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from pixsent.paper.predict import PredictConfig, format_results, predict
+    from pixsent.workflow.predict import PredictConfig, format_results, predict
 
     device = f"cuda:{args.gpu}" if args.gpu not in (None, "", "cpu") else "cpu"
     cfg = PredictConfig(args.weights, args.model, args.mean, args.oversample, args.image_size, device)
@@ -169,7 +131,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from pixsent.paper.demo import DemoConfig, run_demo
+    from pixsent.recipes.demo import DemoConfig, run_demo
 
     cfg = DemoConfig(
         out=args.out,

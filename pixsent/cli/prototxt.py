@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pixsent.paper import prototxt_gen
+    from pixsent.recipes.paper import prototxt_gen
 
     subsets = prototxt_gen.SUBSETS if args.subset == "all" else (args.subset,)
     files = prototxt_gen.expected_files(subsets, layout=prototxt_gen.Layout(out=args.out), splits=args.splits)

@@ -1,6 +1,6 @@
 """Image lists, Caffe-compatible LMDB builds (convert_imageset), image means, split folders.
 
-Depends only on pixsent.formats; nothing here knows about the paper (see pixsent.paper.dataset).
+Depends only on pixsent.formats; nothing here knows about the paper (see pixsent.recipes.paper.dataset).
 """
 
 from __future__ import annotations

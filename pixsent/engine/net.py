@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import pixsent.engine.layers  # noqa: F401  (fills the layer registry)
 from pixsent.caffe.proto import caffe_pb2
 from pixsent.engine.blob import Blob
 from pixsent.engine.context import NetContext

@@ -29,9 +29,10 @@ def register_layer(type_name: str) -> Callable[[type[Layer]], type[Layer]]:
 
 
 def create_layer(param: caffe_pb2.LayerParameter, ctx: NetContext) -> Layer:
-    """Instantiate the registered class for ``param.type``; unknown types raise NetError naming the layer."""
-    import pixsent.engine.layers  # noqa: F401  (fills the registry)
+    """Instantiate the registered class for ``param.type``; unknown types raise NetError naming the layer.
 
+    The registry is filled by importing pixsent.engine.layers (pixsent.engine.net does).
+    """
     cls = LAYER_REGISTRY.get(param.type)
     if cls is None:
         raise NetError(f"layer {param.name!r}: unknown layer type {param.type!r}")

@@ -6,20 +6,10 @@ RMSProp, AdaDelta, Adam) and the legacy ``solver_type`` enum are both accepted.
 
 from __future__ import annotations
 
+from pixsent.engine.solvers.types import LEGACY_TYPES, solver_type_name
 from pixsent.engine.solvers.updates import UPDATES
 
-# Legacy SolverParameter.solver_type enum values -> type names (caffe.proto SolverType).
-LEGACY_TYPES = {0: "SGD", 1: "Nesterov", 2: "AdaGrad", 3: "RMSProp", 4: "AdaDelta", 5: "Adam"}
 SOLVER_TYPES = tuple(UPDATES)
-
-
-def solver_type_name(param) -> str:
-    """The solver type of ``param``: ``type`` when set, else the legacy ``solver_type`` enum, else SGD."""
-    if param.HasField("type") and param.type:
-        return param.type
-    if param.HasField("solver_type"):
-        return LEGACY_TYPES.get(int(param.solver_type), "SGD")
-    return param.type or "SGD"
 
 
 def make_solver(param, **kwargs):

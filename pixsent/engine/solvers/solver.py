@@ -118,7 +118,7 @@ class Solver:
         hooks: SolverHooks | None = None,
         net_factory: Callable | None = None,
     ) -> None:
-        from pixsent.engine.solvers import solver_type_name
+        from pixsent.engine.solvers.types import solver_type_name
 
         self.param = param
         self.device = torch.device(device)

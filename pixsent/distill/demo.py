@@ -1,11 +1,11 @@
-"""Distillation demo on generated posts: clear-polarity texts, images from pixsent.paper.demo's generator.
+"""Distillation demo on generated posts: clear-polarity texts, images from pixsent.recipes.demo's generator.
 
 Each post's text is positive or negative (templates with strong lexicon words, plus mentions, links and
 emoji as in tweets), or neutral (then the teacher should not be confident). Its image is drawn from the
 class of the text's polarity, except for a ``noise`` share of posts whose image comes from the other class,
 so the weak labels are as imperfect as real ones. A few exact and re-encoded, upscaled copies and three bad
 lines (malformed JSON, no text, missing image) exercise dedup and reporting. The benchmark is a separate
-generated two-class set in the paper's split layout (pixsent.paper.demo), never seen by the student.
+generated two-class set in the paper's split layout (pixsent.recipes.demo), never seen by the student.
 Its numbers say nothing about the paper: it shows that the pieces connect and learn.
 """
 
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pixsent.paper import demo as paper_demo
-from pixsent.paper.distill.labelling import LabelConfig, run_labelling
+from pixsent.distill.labelling import LabelConfig, run_labelling
+from pixsent.recipes import demo as paper_demo
 
 BANNER = "DEMONSTRATION of cross-modal distillation on generated posts and images (no tweets, no weights)"
 
@@ -148,14 +148,14 @@ def teacher_agreement(label_dir: Path, truth: dict) -> dict:
 
 def run_demo(cfg: DistillDemoConfig) -> dict:
     """posts -> labels -> student -> benchmark (5 folds, with and without fine-tuning) -> table.md."""
-    from pixsent.paper.distill.evaluation import (
+    from pixsent.distill.evaluation import (
         BenchmarkConfig,
         evaluate_student,
         render_table,
         student_from_fold,
     )
-    from pixsent.paper.distill.student import StudentConfig, fold_config, train_student, with_extra
-    from pixsent.paper.runs import write_json
+    from pixsent.distill.student import StudentConfig, fold_config, train_student, with_extra
+    from pixsent.workflow.runs import write_json
 
     print(f"pixsent distill demo: {BANNER}", file=sys.stderr)
     out = Path(cfg.out).resolve()

@@ -16,8 +16,8 @@ from pixsent.caffe.net_spec import TEST, TRAIN, NetSpec, Top, TopLike
 from pixsent.caffe.net_spec import layers as L
 from pixsent.caffe.proto import caffe_pb2
 from pixsent.errors import NetError
-from pixsent.paper import caffenet
-from pixsent.paper.caffenet import ConvSpec
+from pixsent.zoo import caffenet
+from pixsent.zoo.caffenet import ConvSpec
 
 
 class Fc9Activation(StrEnum):
@@ -40,7 +40,7 @@ DEFAULT_MEAN_FILE = "data/ilsvrc_2012_mean.binaryproto"
 class VariantConfig:
     """Everything that shapes one variant's files apart from the fold's paths and sizes.
 
-    ``init`` names a model of the registry (pixsent.paper.model_zoo); ``init_outputs`` or ``mean_file`` left
+    ``init`` names a model of the registry (pixsent.zoo.registry); ``init_outputs`` or ``mean_file`` left
     None follow that model (fc9_twitter keeps the init model's fc8 width; the mean is the init
     model's), so initialising from another model changes only what it must.
     """
@@ -86,7 +86,7 @@ class VariantConfig:
 def _init_defaults(init: str) -> tuple[int | None, str]:
     """(fc8 width, mean file) of a registry model; CaffeNet's values for a model not in the registry."""
     from pixsent.errors import DataError
-    from pixsent.paper import model_zoo
+    from pixsent.zoo import registry as model_zoo
 
     try:
         entry = model_zoo.get(init)
@@ -173,16 +173,6 @@ def deploy(cfg: VariantConfig, *, batch_size: int | None = None) -> caffe_pb2.Ne
     n.data = L.Input(shape=dict(dim=[batch_size or cfg.deploy_batch_size, 3, size, size]))
     n.prob = L.Softmax(HEADS[cfg.variant](n, n.data, cfg))
     return n.to_proto(name=net_name(cfg))
-
-
-def reference_deploy(
-    num_outputs: int = 1000, *, name: str = "CaffeNet", batch_size: int = 10
-) -> caffe_pb2.NetParameter:
-    """Deploy net of an unmodified CaffeNet-architecture model (CaffeNet, Places205, DeepSentiBank, MVSO)."""
-    n = NetSpec()
-    n.data = L.Input(shape=dict(dim=[batch_size, 3, 227, 227]))
-    n.prob = L.Softmax(caffenet.reference(n, n.data, num_outputs))
-    return n.to_proto(name=name)
 
 
 FULLCONV_SIZE = 451

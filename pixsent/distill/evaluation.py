@@ -1,6 +1,6 @@
 """The student on the manually labelled benchmarks: five/four/three-agree, the paper's 5 folds.
 
-Two protocols, each giving 5-fold mean ± std (population, as pixsent.paper.evaluate): *no fine-tuning*
+Two protocols, each giving 5-fold mean ± std (population, as pixsent.workflow.evaluate): *no fine-tuning*
 runs the student as is on every test fold (the training folds are unused), and *fine-tuning* trains the
 student's weights on each fold's training part with the paper's recipe and tests on its test fold, exactly
 like the paper's CaffeNet runs but starting from the student. Both use centre crop and 10-crop.
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pixsent.paper import evaluate as ev
-from pixsent.paper.pipeline import FoldConfig, get_recipe, lmdb_dir, run_fold
-from pixsent.paper.runs import SUBSETS, write_json
+from pixsent.workflow import evaluate as ev
+from pixsent.workflow.pipeline import FoldConfig, get_recipe, lmdb_dir, run_fold
+from pixsent.workflow.runs import SUBSETS, write_json
 
 PROTOCOL = (
     "Protocol (Serra et al., ECAI 2023, following Campos et al.): the student is trained only on weakly "
@@ -61,7 +61,7 @@ def student_from_fold(fcfg: FoldConfig) -> Student:
 
 @dataclass
 class BenchmarkConfig:
-    """Where the benchmark lives and what to run; the folds' files as pixsent.paper.pipeline finds them."""
+    """Where the benchmark lives and what to run; the folds' files as pixsent.workflow.pipeline finds them."""
 
     images: Path | None = None
     splits: Path | None = None
@@ -102,7 +102,7 @@ def _fold_cfg(st: Student, b: BenchmarkConfig, subset: str, k: int) -> FoldConfi
 
 def evaluate_notune(st: Student, b: BenchmarkConfig, subset: str, k: int) -> dict:
     """The student as is on test fold k; predictions and metrics under <runs>/<subset>/<name>-notune/."""
-    from pixsent.paper.pipeline import find_split_files, image_root
+    from pixsent.workflow.pipeline import find_split_files, image_root
 
     fcfg = _fold_cfg(st, b, subset, k)
     _, test = find_split_files(fcfg)
@@ -148,7 +148,7 @@ def _majority(folds: dict[int, dict]) -> float:
 
 def render_table(results: dict) -> str:
     """Markdown: the student under both protocols beside the paper's fine-tuned CaffeNet and PCNN."""
-    from pixsent.paper.results import PCNN, PUBLISHED, majority_accuracy
+    from pixsent.recipes.paper.results import PCNN, PUBLISHED, majority_accuracy
 
     subsets = list(results["subsets"])
     head = "| model | " + " | ".join(f"{s}-agree (centre / 10-crop)" for s in subsets) + " |"

@@ -234,7 +234,7 @@ def net_forward(
 
 def net_input_size(model: str | Path) -> int:
     """The spatial input size of a deploy net (its first Input layer or legacy input_dim)."""
-    from pixsent.paper.surgery import deploy_layers, read_net
+    from pixsent.analysis.surgery import deploy_layers, read_net
 
     for layer in deploy_layers(read_net(model)):
         if layer.type == "Input":

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
+from pixsent.distill import dedup as dd
+from pixsent.distill.posts import MALFORMED, MISSING_IMAGE, NO_IMAGE, NO_TEXT, PostSet, Problem
+from pixsent.distill.teachers import get_teacher
+from pixsent.distill.text import normalise
 from pixsent.formats.atomic import atomic_write_text
-from pixsent.paper.distill import dedup as dd
-from pixsent.paper.distill.posts import MALFORMED, MISSING_IMAGE, NO_IMAGE, NO_TEXT, PostSet, Problem
-from pixsent.paper.distill.teachers import get_teacher
-from pixsent.paper.distill.text import normalise
 
 LOW_CONFIDENCE, UNBALANCED = "low_confidence", "unbalanced"
 IMAGE_REASONS = (MISSING_IMAGE, LOW_CONFIDENCE, dd.EXACT, dd.NEAR, UNBALANCED)
@@ -243,7 +243,7 @@ def plot_histogram(scores: list[float], threshold: float, path: Path) -> None:
 
 def run_labelling(posts_file: Path, out: Path, cfg: LabelConfig, image_root: Path | None = None) -> dict:
     """read -> label -> write; prints the problems count and returns the report."""
-    from pixsent.paper.distill.posts import read_posts
+    from pixsent.distill.posts import read_posts
 
     posts = read_posts(posts_file, image_root)
     res = label_posts(posts, cfg)

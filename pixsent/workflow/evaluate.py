@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from pixsent.errors import DataError
-from pixsent.paper.runs import write_json
+from pixsent.workflow.runs import write_json
 
 N_CROPS = 10
 CENTRE_CROP = 4

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pixsent.paper import results
-from pixsent.paper.runs import RunPaths
+from pixsent.recipes.paper import results
+from pixsent.workflow.runs import RunPaths
 
 N_FOLDS = 5
 MODES = ("center", "oversample")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -21,7 +22,6 @@ from pixsent.errors import DataError, NetError
 
 REGISTRY_PATH = Path(__file__).resolve().parents[2] / "models" / "registry.json"
 ARCHITECTURES = ("caffenet", "caffenet-fullconv")
-DEPLOY_GENERATORS = ("reference", "variant", "fullconv")
 
 
 @dataclass(frozen=True)
@@ -119,23 +119,46 @@ def get(name: str) -> ModelEntry:
         raise DataError(f"unknown model {name!r} (known: {', '.join(registry())})") from None
 
 
-def deploy_net(name: str, *, num_outputs: int | None = None) -> caffe_pb2.NetParameter:
-    """The deploy NetParameter matching a registry model (``num_outputs`` fills an unknown width)."""
-    from pixsent.paper import variants
+DeployGenerator = Callable[[dict[str, Any], str, "int | None"], caffe_pb2.NetParameter]
+DEPLOY_GENERATORS: dict[str, DeployGenerator] = {}
 
+
+def register_deploy_generator(kind: str, generator: DeployGenerator) -> None:
+    """Let a registry entry's ``deploy.generator: kind`` build its deploy net with ``generator(spec, name,
+    num_outputs)``. Recipes register theirs (the paper's fine-tuned variants) when imported."""
+    DEPLOY_GENERATORS[kind] = generator
+
+
+def _reference(spec: dict[str, Any], name: str, num_outputs: int | None) -> caffe_pb2.NetParameter:
+    """An unmodified CaffeNet-architecture model (CaffeNet, Places205, DeepSentiBank, MVSO)."""
+    from pixsent.zoo.caffenet import reference_deploy
+
+    width = spec.get("num_outputs") or num_outputs
+    if width is None:
+        raise NetError(f"model {name!r}: number of outputs unknown; pass it (read fc8 of the caffemodel)")
+    return reference_deploy(int(width), name=f"CaffeNet_{name}")
+
+
+register_deploy_generator("reference", _reference)
+
+
+def deploy_net(name: str, *, num_outputs: int | None = None) -> caffe_pb2.NetParameter:
+    """The deploy NetParameter matching a registry model (``num_outputs`` fills an unknown width).
+
+    A generator named by the entry and not registered yet comes from the recipe the entry names
+    (``deploy.recipe``: the module ``pixsent.recipes.<recipe>`` registers it when imported).
+    """
     entry = get(name)
     spec = entry.deploy
     kind = spec.get("generator")
-    if kind == "reference":
-        width = spec.get("num_outputs") or num_outputs
-        if width is None:
-            raise NetError(f"model {name!r}: number of outputs unknown; pass it (read fc8 of the caffemodel)")
-        return variants.reference_deploy(int(width), name=f"CaffeNet_{name}")
-    if kind == "variant":
-        return variants.deploy(variants.VariantConfig(variant=spec["variant"]))
-    if kind == "fullconv":
-        return variants.fullconv_deploy()
-    raise NetError(f"model {name!r}: unknown deploy generator {kind!r}")
+    if kind not in DEPLOY_GENERATORS and spec.get("recipe"):
+        import importlib
+
+        importlib.import_module(f"pixsent.recipes.{spec['recipe']}")
+    generator = DEPLOY_GENERATORS.get(kind)
+    if generator is None:
+        raise NetError(f"model {name!r}: unknown deploy generator {kind!r}")
+    return generator(spec, name, num_outputs)
 
 
 def _safe_extract(archive: Path, members: dict[str, str], dest: Path) -> None:

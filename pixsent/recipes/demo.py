@@ -21,8 +21,8 @@ import numpy as np
 
 from pixsent.caffe.proto import caffe_pb2
 from pixsent.errors import NetError
-from pixsent.paper.pipeline import FoldConfig, register_recipe, run_cv
-from pixsent.paper.runs import RunPaths, cv_dir
+from pixsent.workflow.pipeline import FoldConfig, register_recipe, run_cv
+from pixsent.workflow.runs import RunPaths, cv_dir
 
 BANNER = "DEMONSTRATION on a generated two-class image set (no Twitter images, no pre-trained weights)"
 MARKER = "pixsent-demo.json"
@@ -260,6 +260,24 @@ def solver(
 class DemoRecipe:
     """Pipeline recipe for the generated set: mean from the fold's train LMDB, training from scratch."""
 
+    def claims_data(self, data: Path | None) -> bool:
+        """A folder made by generate_dataset (or its images/ folder) is trained with this recipe."""
+        return is_demo_data(data)
+
+    def config_from_args(self, args, fold: int, gpu: str | None) -> FoldConfig:
+        """The fold command's options on a generated set: the demo's own net and solver."""
+        root = args.data if (args.data / MARKER).exists() else args.data.parent
+        if args.iter_size != 1:
+            raise NetError(f"--iter-size {args.iter_size}: the demo recipe's solver has no iter_size")
+        dcfg = DemoConfig(out=root.parent, variant=args.variant, echo=not args.quiet)
+        if args.batch is not None:
+            dcfg.batch = args.batch
+        cfg = fold_config(
+            dcfg, root, fold=fold, runs=args.runs, gpu=gpu, engine=args.engine, max_iter_cap=args.max_iter
+        )
+        print(f"pixsent: {args.data} is a generated demo set: {BANNER}", file=sys.stderr)
+        return cfg
+
     def _cfg(self, cfg: FoldConfig) -> DemoConfig:
         return cfg.extra.get("demo") or DemoConfig()
 
@@ -350,7 +368,7 @@ def demo_table(summary: dict, cfg: DemoConfig) -> str:
 def run_demo(cfg: DemoConfig) -> dict:
     """Generate, train and evaluate the folds, then write table.md, curves.png and sentiment maps if
     available."""
-    from pixsent.paper.plots import plot_logs
+    from pixsent.workflow.plots import plot_logs
 
     print(f"pixsent demo: {BANNER}", file=sys.stderr)
     data_root = generate_dataset(cfg)
@@ -379,9 +397,9 @@ def run_demo(cfg: DemoConfig) -> dict:
 def _maybe_maps(cfg: DemoConfig, fcfg: FoldConfig, data_root: Path) -> str | None:
     """Figure-7-style sentiment maps of four test images of fold 1 (fully convolutional surgery at twice the
     crop), with the grid figure; a failure here is reported and does not undo the demo's results."""
+    from pixsent.analysis.maps import MapConfig, run_maps
     from pixsent.formats.prototxt import read_solver
-    from pixsent.paper.maps import MapConfig, run_maps
-    from pixsent.paper.pipeline import lmdb_dir
+    from pixsent.workflow.pipeline import lmdb_dir
 
     run = RunPaths(fcfg.runs, "demo", cfg.variant, "scratch", 1)
     weights = run.snapshot_model(int(read_solver(run.solver).max_iter))

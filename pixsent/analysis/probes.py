@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pixsent.paper.phases import PhaseLog
+from pixsent.analysis.phases import PhaseLog
 
 #: The layers the paper probes, in network order (post-activation blobs of CaffeNet's deploy net).
 TABLE3_LAYERS = (
@@ -369,9 +369,9 @@ def layer_analysis(spec: LayerAnalysis, forward_factory: Callable | None = None)
     Images are extracted once per distinct (deploy, weights) pair over the union of the split's images, and
     each fold indexes its train and test rows out of that cache.
     """
+    from pixsent.analysis import features as feat
     from pixsent.data.splits import fold_dirs
     from pixsent.errors import DataError
-    from pixsent.paper import features as feat
 
     forward_factory = forward_factory or feat.net_forward
     folds = [f for f in fold_dirs(spec.splits) if f.k in spec.models]

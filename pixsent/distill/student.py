@@ -22,10 +22,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pixsent.caffe.proto import caffe_pb2
+from pixsent.distill.labelling import SUBSET
 from pixsent.errors import DataError, NetError
-from pixsent.paper.distill.labelling import SUBSET
-from pixsent.paper.pipeline import FoldConfig, get_recipe, register_recipe
-from pixsent.paper.runs import RunPaths, file_fingerprint
+from pixsent.workflow.pipeline import FoldConfig, get_recipe, register_recipe
+from pixsent.workflow.runs import RunPaths, file_fingerprint
 
 RECIPE = "distill"
 SOFT_LMDB = "train_soft_lmdb"
@@ -188,7 +188,7 @@ def fold_config(cfg: StudentConfig) -> FoldConfig:
 def train_student(cfg: StudentConfig, fold_cfg: FoldConfig | None = None) -> dict:
     """Train and evaluate (on the weak hold-out) the student; returns the fold metrics plus its files."""
     from pixsent.formats.prototxt import read_solver
-    from pixsent.paper.pipeline import run_fold
+    from pixsent.workflow.pipeline import run_fold
 
     fcfg = fold_cfg or fold_config(cfg)
     train = Path(cfg.labels) / "splits" / f"{SUBSET}_agrees" / "test1" / "train.txt"

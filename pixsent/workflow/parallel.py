@@ -104,7 +104,9 @@ def launch(cfg: ParallelConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pixsent.paper.parallel", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m pixsent.workflow.parallel", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--solver", required=True)
     p.add_argument("--devices", default="all", help="all | 0,1 | cpu:2")
     p.add_argument("-weights", "--weights")

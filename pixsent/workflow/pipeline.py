@@ -1,11 +1,12 @@
 """One fold, a cross-validation, or the whole paper: splits -> LMDBs -> prototxts -> training -> evaluation.
 
-Every step records a stamp (pixsent.paper.runs) and is skipped when its inputs are unchanged and its outputs
-exist; training that was interrupted resumes from the newest complete snapshot (``-snapshot X.solverstate``).
+Every step records a stamp (pixsent.workflow.runs) and is skipped when its inputs are unchanged and its
+outputs exist; training that was interrupted resumes from the newest complete snapshot
+(``-snapshot X.solverstate``).
 Training runs as a child process (``pixsent caffe train``, or a real Caffe with ENGINE=caffe) inside the run
 folder, so relative paths resolve as Caffe resolves them (against the working directory) and a crash or a
-kill leaves the snapshots written so far. What is trained is a *recipe* from a registry: ``paper`` (CaffeNet
-variants from pixsent.paper.prototxt_gen) or ``demo`` (the small generated-data net of pixsent.paper.demo).
+kill leaves the snapshots written so far. What is trained is a *recipe* from a registry (``get_recipe``):
+``paper`` (pixsent.recipes.paper) or ``demo`` (pixsent.recipes.demo), or any module of pixsent.recipes.
 
 ``batch`` x ``iter_size`` (BATCH=, ITER_SIZE=) is the paper recipe's effective batch: Caffe accumulates
 ``iter_size`` passes per update, so 64 x 4 trains with the solver of 256 in a quarter of the memory.
@@ -31,8 +32,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from pixsent.errors import DataError, NetError
-from pixsent.paper import evaluate as ev
-from pixsent.paper.runs import (
+from pixsent.workflow import evaluate as ev
+from pixsent.workflow.runs import (
     RunPaths,
     content_fingerprint,
     cv_dir,
@@ -125,8 +126,16 @@ def register_recipe(name: str, recipe: Recipe) -> None:
 
 
 def get_recipe(name: str) -> Recipe:
-    if name == "demo" and name not in RECIPES:
-        import pixsent.paper.demo  # noqa: F401  (registers the demo recipe)
+    """The recipe registered as ``name``; a recipe not registered yet is looked up as the module
+    ``pixsent.recipes.<name>``, which registers itself when imported (a plug-in found by name)."""
+    if name not in RECIPES:
+        import importlib
+
+        try:
+            importlib.import_module(f"pixsent.recipes.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not exc.name.startswith("pixsent.recipes"):
+                raise
     if name not in RECIPES:
         raise NetError(f"unknown recipe {name!r} (known: {', '.join(sorted(RECIPES))})")
     return RECIPES[name]
@@ -257,7 +266,7 @@ def step_lmdb(cfg: FoldConfig, run: RunPaths) -> str:
 
 
 def _digest(obj: dict) -> str:
-    from pixsent.paper.runs import digest
+    from pixsent.workflow.runs import digest
 
     return digest(obj)
 
@@ -363,7 +372,7 @@ def train_command(cfg: FoldConfig, run: RunPaths, resume: Path | None, weights: 
         cmd = [
             sys.executable,
             "-m",
-            "pixsent.paper.parallel",
+            "pixsent.workflow.parallel",
             "--solver",
             run.solver.name,
             "--devices",
@@ -549,149 +558,3 @@ def run_cv(cfg: FoldConfig, folds: range = range(1, 6)) -> dict:
             f"{s['mean']:.4f} ± {s['std']:.4f} over {len(folds)} folds"
         )
     return summary
-
-
-def run_paper(cfg: FoldConfig, folds: range = range(1, 6)) -> list[dict]:
-    """Every configuration of Tables 2, 4, 5 and 6 (each cached), in the paper's order."""
-    from dataclasses import replace
-
-    from pixsent.paper import results
-
-    return [run_cv(replace(cfg, subset=s, variant=v, init=i), folds) for s, v, i in results.configurations()]
-
-
-# ---------------------------------------------------------------- the paper's recipe
-
-
-class PaperRecipe:
-    """CaffeNet variants of the paper: prototxts from pixsent.paper.prototxt_gen, weights from the model
-    zoo."""
-
-    def image_size(self, cfg: FoldConfig) -> int:
-        return int(cfg.extra.get("image_size", 256))
-
-    def _entry(self, cfg: FoldConfig):
-        from pixsent.paper import model_zoo
-
-        getter = getattr(model_zoo, "get", None) or getattr(model_zoo, "get_model", None)
-        try:
-            return getter(cfg.init) if getter else model_zoo.REGISTRY[cfg.init]
-        except KeyError:
-            raise DataError(f"unknown initialisation {cfg.init!r}; see `pixsent models list`") from None
-
-    def train_mean(self, cfg: FoldConfig, lmdb_dir: Path) -> Path:
-        """The init model's mean as a binaryproto (the registry's: ILSVRC for CaffeNet-derived models, the
-        Places205 mean from its archive for PlacesCNN; ILSVRC for a model not in the registry)."""
-        explicit = cfg.extra.get("mean_file")
-        if explicit:
-            return Path(explicit).resolve()
-        try:
-            spec = self._entry(cfg).mean
-        except DataError:
-            spec = None
-        if spec is not None and spec.npy is None:  # shipped with the model: models/<name> or MODELS/<name>
-            for cand in (Path(spec.file), Path(cfg.models) / Path(spec.file).name):
-                if cand.is_file():
-                    return cand.resolve()
-            raise DataError(
-                f"mean {spec.file} of {cfg.init!r} not found (nor in {cfg.models}); "
-                f"run `pixsent models fetch {cfg.init}` (or pass MIRROR=dir)"
-            )
-        path = Path("data/ilsvrc_2012_mean.binaryproto")
-        if not path.exists():
-            npy = next(
-                (
-                    p
-                    for p in (
-                        cfg.mirror and Path(cfg.mirror) / "ilsvrc_2012_mean.npy",
-                        SHARED / "data/ilsvrc_2012_mean.npy",
-                    )
-                    if p and Path(p).exists()
-                ),
-                None,
-            )
-            if npy is None:
-                raise DataError(f"{path} not found; run `pixsent data mean` (or pass MIRROR=dir)")
-            from pixsent.formats.binaryproto import npy_to_binaryproto
-
-            path.parent.mkdir(parents=True, exist_ok=True)
-            npy_to_binaryproto(npy, path)
-        return path.resolve()
-
-    def eval_mean(self, cfg: FoldConfig, lmdb_dir: Path) -> np.ndarray | None:
-        """Per-channel mean of the training mean image, as pycaffe users pass it to Classifier."""
-        from pixsent.formats.binaryproto import read_mean
-
-        return read_mean(self.train_mean(cfg, lmdb_dir)).mean(axis=(1, 2))
-
-    def _init_outputs(self, cfg: FoldConfig) -> int | None:
-        """fc9_twitter keeps the init model's fc8: its width read from the initial caffemodel (the registry
-        lacks it for some MVSO models, and --weights may hold another model); None elsewhere (registry)."""
-        if cfg.variant != "fc9_twitter":
-            return None
-        try:
-            weights = self.init_weights(cfg)
-        except DataError:
-            return None  # training will report the missing weights; the registry's width is used meanwhile
-        from pixsent.formats.caffemodel import read_caffemodel, weights_of
-
-        fc8 = weights_of(read_caffemodel(weights), str(weights)).get("fc8")  # V1 upgraded: (N, K) weights
-        if fc8 is None:
-            raise NetError(
-                f"{weights}: no layer 'fc8' with weights, which fc9_twitter keeps from its init model"
-            )
-        return int(fc8[0].shape[0])
-
-    def init_weights(self, cfg: FoldConfig) -> Path | None:
-        if cfg.weights is not None:
-            if not Path(cfg.weights).is_file():
-                raise DataError(f"{cfg.weights}: initialisation weights not found")
-            return Path(cfg.weights).resolve()
-        entry = self._entry(cfg)
-        fname = getattr(entry, "file", None) or getattr(entry, "filename", None) or f"{cfg.init}.caffemodel"
-        path = Path(cfg.models) / fname
-        if not path.is_file() and cfg.mirror is not None:
-            from pixsent.paper import model_zoo
-
-            model_zoo.fetch(cfg.init, mirror=cfg.mirror, dest=cfg.models)
-        if not path.is_file():
-            raise DataError(
-                f"pre-trained weights for {cfg.init!r} not found at {path}; "
-                f"run `pixsent models fetch {cfg.init}` (or pass MIRROR=dir)"
-            )
-        return path.resolve()
-
-    def write_files(
-        self,
-        cfg: FoldConfig,
-        run: RunPaths,
-        *,
-        train_source: Path,
-        test_source: Path,
-        mean_file: Path,
-        train_size: int,
-        test_size: int,
-    ) -> dict[str, Path]:
-        from pixsent.paper.prototxt_gen import write_variant_files
-        from pixsent.paper.variants import VariantConfig
-
-        vcfg = VariantConfig(
-            variant=cfg.variant,
-            init=cfg.init,
-            init_outputs=self._init_outputs(cfg),
-            train_batch_size=cfg.batch,
-            iter_size=cfg.iter_size,
-        )
-        return write_variant_files(
-            vcfg,
-            run.dir,
-            train_source=train_source,
-            test_source=test_source,
-            mean_file=mean_file,
-            snapshot_prefix=run.snapshot_prefix,
-            train_size=train_size,
-            test_size=test_size,
-        )
-
-
-register_recipe("paper", PaperRecipe())

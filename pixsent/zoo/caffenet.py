@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pixsent.caffe.net_spec import NetSpec, Top, TopLike
 from pixsent.caffe.net_spec import layers as L
 from pixsent.caffe.net_spec import params as P
+from pixsent.caffe.proto import caffe_pb2
 
 # Parameter multipliers: (weights, bias) as ParamSpec dicts.
 EXISTING_PARAMS = [dict(lr_mult=1, decay_mult=1), dict(lr_mult=2, decay_mult=0)]
@@ -134,3 +135,13 @@ def reference(n: NetSpec, data: TopLike, num_output: int = 1000) -> Top:
     """The whole reference CaffeNet on ``data`` with an ``fc8`` of ``num_output``; returns fc8."""
     top = hidden_fc(n, 7, hidden_fc(n, 6, trunk(n, data)))
     return fc(n, "fc8", top, num_output)
+
+
+def reference_deploy(
+    num_outputs: int = 1000, *, name: str = "CaffeNet", batch_size: int = 10
+) -> caffe_pb2.NetParameter:
+    """Deploy net of an unmodified CaffeNet-architecture model (CaffeNet, Places205, DeepSentiBank, MVSO)."""
+    n = NetSpec()
+    n.data = L.Input(shape=dict(dim=[batch_size, 3, 227, 227]))
+    n.prob = L.Softmax(reference(n, n.data, num_outputs))
+    return n.to_proto(name=name)

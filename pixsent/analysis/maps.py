@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from pixsent.analysis import surgery as surg
 from pixsent.caffe.proto import caffe_pb2
 from pixsent.errors import DataError, NetError
 from pixsent.formats.caffemodel import read_caffemodel, write_caffemodel
 from pixsent.formats.prototxt import read_net, write_prototxt
-from pixsent.paper import surgery as surg
 
 #: Class indices of the paper's two-output heads (labels: 1 positive, 0 negative).
 POSITIVE, NEGATIVE = 1, 0

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from pixsent.errors import DataError
-from pixsent.paper import evaluate as ev
+from pixsent.workflow import evaluate as ev
 
 REPO = Path(__file__).resolve().parents[2]
 RELEASED = "twitter_finetuned_test4_iter_180.caffemodel"
@@ -34,7 +34,7 @@ class PredictConfig:
 
 def registered(weights: Path):
     """The registry entry whose caffemodel file name is ``weights``'s, or None."""
-    from pixsent.paper import model_zoo
+    from pixsent.zoo import registry as model_zoo
 
     return next((e for e in model_zoo.registry().values() if e.file == Path(weights).name), None)
 
@@ -52,7 +52,7 @@ def registry_deploy(entry) -> Path:
         if committed.exists():
             return committed
     from pixsent.formats.prototxt import write_prototxt
-    from pixsent.paper import model_zoo
+    from pixsent.zoo import registry as model_zoo
 
     out = (
         Path(os.environ.get("PIXSENT_CACHE", Path.home() / ".cache" / "pixsent"))
@@ -67,7 +67,7 @@ def load_mean(spec: str | None) -> np.ndarray | None:
     channel); a malformed one is a DataError/FormatError naming it."""
     if spec is None:
         return None
-    from pixsent.paper.mean_spec import channel_mean
+    from pixsent.zoo.mean_spec import channel_mean
 
     return channel_mean(spec)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from pixsent import __version__
 from pixsent.errors import DataError
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SPLITS_SHA256SUMS = REPO / "splits" / "SHA256SUMS"
 SUBSETS = ("five", "four", "three")
 FOLDS = (1, 2, 3, 4, 5)

@@ -1,0 +1,1 @@
+"""Analysis of trained nets: layer probes (Table 3), feature extraction, net surgery, sentiment maps."""

@@ -1,0 +1,1 @@
+"""Pre-trained Caffe models: the registry (models/registry.json), backbones, mean specifications."""
