@@ -99,7 +99,7 @@ class Recipe(Protocol):
 
     def image_size(self, cfg: FoldConfig) -> int: ...
 
-    def train_mean(self, cfg: FoldConfig, lmdb_dir: Path) -> Path: ...
+    def train_mean(self, cfg: FoldConfig, lmdb_dir: Path) -> Path | None: ...
 
     def eval_mean(self, cfg: FoldConfig, lmdb_dir: Path) -> np.ndarray | None: ...
 
@@ -112,7 +112,7 @@ class Recipe(Protocol):
         *,
         train_source: Path,
         test_source: Path,
-        mean_file: Path,
+        mean_file: Path | None,
         train_size: int,
         test_size: int,
     ) -> dict[str, Path]: ...
@@ -307,7 +307,7 @@ def step_prototxt(cfg: FoldConfig, run: RunPaths) -> str:
         run,
         train_source=out / "train_lmdb",
         test_source=out / "test_lmdb",
-        mean_file=Path(mean_file),
+        mean_file=None if mean_file is None else Path(mean_file),
         train_size=sizes[0],
         test_size=sizes[1],
     )

@@ -29,9 +29,10 @@ class MeanSpec:
     """A mean image: where the generated prototxts expect it, and its public .npy (if any)."""
 
     name: str
-    file: str
+    file: str | None = None
     npy: str | None = None
     url: str | None = None
+    values: tuple[float, ...] | None = None  # per-channel B, G, R (``mean_value``) instead of a mean image
     note: str = ""
 
 
@@ -51,8 +52,14 @@ class ModelEntry:
     deploy: dict[str, Any]
     homepage: str = ""
     note: str = ""
-    archive: str | None = None  # what the URL gives when it is an archive holding ``file``
+    archive: str | None = (
+        None  # what the URL gives when it is an archive holding ``file`` (or a file to decode)
+    )
     extract: dict[str, str] | None = None  # archive member -> file name in the models folder
+    files: tuple[dict[str, Any], ...] = ()  # more downloads: {"name", "urls", "sha256"} (a deploy prototxt)
+    decode: str | None = None  # zoo.decoders name that turns ``archive`` (+ deploy) into ``file``
+    input_size: int = 227  # crop the deploy net takes
+    classifier: str | None = None  # the ImageNet classifier layer a fine-tune replaces
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -83,6 +90,10 @@ def _entry(raw: dict[str, Any], means: dict[str, MeanSpec], source: Path) -> Mod
             note=raw.get("note", ""),
             archive=raw.get("archive"),
             extract=raw.get("extract"),
+            files=tuple(raw.get("files", ())),
+            decode=raw.get("decode"),
+            input_size=int(raw.get("input_size", 227)),
+            classifier=raw.get("classifier"),
             raw=raw,
         )
     except KeyError as exc:
@@ -96,7 +107,10 @@ def load_registry(path: str | os.PathLike[str] = REGISTRY_PATH) -> dict[str, Mod
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: cannot read model registry ({exc})") from None
-    means = {name: MeanSpec(name=name, **spec) for name, spec in data.get("means", {}).items()}
+    means = {
+        name: MeanSpec(name=name, **{**spec, "values": tuple(spec["values"]) if spec.get("values") else None})
+        for name, spec in data.get("means", {}).items()
+    }
     entries = [_entry(raw, means, path) for raw in data.get("models", [])]
     return {e.name: e for e in entries}
 
@@ -140,6 +154,12 @@ def _reference(spec: dict[str, Any], name: str, num_outputs: int | None) -> caff
 
 
 register_deploy_generator("reference", _reference)
+register_deploy_generator("prototxt", lambda spec, name, n: _prototxt(spec, name, n))
+
+
+def _prototxt(spec: dict[str, Any], name: str, num_outputs: int | None) -> caffe_pb2.NetParameter:
+    """A deploy prototxt published with the model (downloaded beside it: ``deploy.prototxt``)."""
+    return read_deploy(name)
 
 
 def deploy_net(name: str, *, num_outputs: int | None = None) -> caffe_pb2.NetParameter:
@@ -159,6 +179,40 @@ def deploy_net(name: str, *, num_outputs: int | None = None) -> caffe_pb2.NetPar
     if generator is None:
         raise NetError(f"model {name!r}: unknown deploy generator {kind!r}")
     return generator(spec, name, num_outputs)
+
+
+def deploy_path(name: str, models: str | os.PathLike[str] = "models") -> Path:
+    """Where the published deploy prototxt of ``name`` lands (``deploy.prototxt`` of its registry entry)."""
+    entry = get(name)
+    file = entry.deploy.get("prototxt")
+    if not file:
+        raise NetError(f"model {name!r}: its deploy net is generated, not published as a prototxt")
+    return Path(models) / file
+
+
+def find_deploy(
+    name: str, models: str | os.PathLike[str] = "models", mirror: str | os.PathLike | None = None
+):
+    """The deploy prototxt of ``name``: in ``models``, else in the mirror folder; DataError naming both."""
+    path = deploy_path(name, models)
+    candidates = [path] + ([Path(mirror) / path.name] if mirror else [])
+    shared = os.environ.get("PIXSENT_SHARED")
+    if shared:  # the project's reference copies (tests, CI): shared/models/<folder>/<file>
+        candidates += sorted((Path(shared) / "models").glob(f"*/{path.name}"))
+    for cand in candidates:
+        if cand.is_file():
+            return cand
+    raise DataError(
+        f"deploy prototxt of {name!r} not found at {' or '.join(map(str, candidates))}; "
+        f"run `pixsent models fetch {name}` (or pass MIRROR=dir)"
+    )
+
+
+def read_deploy(name: str, models: str | os.PathLike[str] = "models", mirror=None) -> caffe_pb2.NetParameter:
+    """The published deploy net of ``name``, upgraded to the current format."""
+    from pixsent.formats.prototxt import read_net
+
+    return read_net(find_deploy(name, models, mirror))
 
 
 def _safe_extract(archive: Path, members: dict[str, str], dest: Path) -> None:
@@ -210,4 +264,19 @@ def fetch(
         )
     if entry.extract:
         _safe_extract(target, entry.extract, dest)
+    for extra in entry.files:
+        extra_target = dest / extra["name"]
+        extra_checks = dict(
+            sha256=extra.get("sha256"), mirror=mirror, mirror_name=extra["name"], progress=progress
+        )
+        if extra.get("urls"):
+            fetcher.fetch_any(list(extra["urls"]), extra_target, **extra_checks)
+        elif mirror is not None and (Path(mirror) / extra["name"]).is_file():
+            fetcher.download(str(Path(mirror) / extra["name"]), extra_target, **extra_checks)
+    if entry.decode:
+        from pixsent.zoo.decoders import DECODERS
+
+        out = dest / entry.file
+        if not out.is_file() or out.stat().st_mtime < target.stat().st_mtime:
+            DECODERS[entry.decode](target, find_deploy(name, dest), out)
     return dest / entry.file

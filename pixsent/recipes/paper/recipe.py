@@ -70,7 +70,7 @@ class PaperRecipe:
         except KeyError:
             raise DataError(f"unknown initialisation {cfg.init!r}; see `pixsent models list`") from None
 
-    def train_mean(self, cfg: FoldConfig, lmdb_dir: Path) -> Path:
+    def train_mean(self, cfg: FoldConfig, lmdb_dir: Path) -> Path | None:
         """The init model's mean as a binaryproto (the registry's: ILSVRC for CaffeNet-derived models, the
         Places205 mean from its archive for PlacesCNN; ILSVRC for a model not in the registry)."""
         explicit = cfg.extra.get("mean_file")
@@ -80,6 +80,8 @@ class PaperRecipe:
             spec = self._entry(cfg).mean
         except DataError:
             spec = None
+        if spec is not None and spec.values is not None:
+            return None  # per-channel mean_value in the prototxt: no mean image
         if spec is not None and spec.npy is None:  # shipped with the model: models/<name> or MODELS/<name>
             for cand in (Path(spec.file), Path(cfg.models) / Path(spec.file).name):
                 if cand.is_file():
@@ -110,10 +112,14 @@ class PaperRecipe:
         return path.resolve()
 
     def eval_mean(self, cfg: FoldConfig, lmdb_dir: Path) -> np.ndarray | None:
-        """Per-channel mean of the training mean image, as pycaffe users pass it to Classifier."""
+        """Per-channel mean of the training mean image, as pycaffe users pass it to Classifier (the registry's
+        per-channel values for a model that has no mean image)."""
         from pixsent.formats.binaryproto import read_mean
 
-        return read_mean(self.train_mean(cfg, lmdb_dir)).mean(axis=(1, 2))
+        mean_file = self.train_mean(cfg, lmdb_dir)
+        if mean_file is None:
+            return np.asarray(self._entry(cfg).mean.values, dtype=np.float32)
+        return read_mean(mean_file).mean(axis=(1, 2))
 
     def _init_outputs(self, cfg: FoldConfig) -> int | None:
         """fc9_twitter keeps the init model's fc8: its width read from the initial caffemodel (the registry
@@ -162,11 +168,15 @@ class PaperRecipe:
         test_size: int,
     ) -> dict[str, Path]:
         from pixsent.recipes.paper.prototxt_gen import write_variant_files
-        from pixsent.recipes.paper.variants import VariantConfig
+        from pixsent.recipes.paper.variants import VariantConfig, backbone_of
 
+        backbone_deploy = None
+        if backbone_of(cfg.init) is not None:
+            backbone_deploy = str(model_zoo.find_deploy(cfg.init, cfg.models, cfg.mirror))
         vcfg = VariantConfig(
             variant=cfg.variant,
             init=cfg.init,
+            backbone_deploy=backbone_deploy,
             init_outputs=self._init_outputs(cfg),
             train_batch_size=cfg.batch,
             iter_size=cfg.iter_size,

@@ -57,15 +57,27 @@ class VariantConfig:
     deploy_batch_size: int = 10
     crop_size: int = 227
     mean_file: str | None = None
+    # another backbone than CaffeNet: its published deploy prototxt (found through the registry if None)
+    backbone_deploy: str | None = None
 
     def __post_init__(self) -> None:
-        if self.variant not in HEADS:
-            raise NetError(f"unknown variant {self.variant!r} (known: {', '.join(HEADS)})")
+        if self.variant not in HEADS and self.variant not in BACKBONE_VARIANTS:
+            known = ", ".join([*HEADS, *BACKBONE_VARIANTS])
+            raise NetError(f"unknown variant {self.variant!r} (known: {known})")
         if self.train_batch_size < 1 or self.iter_size < 1:
             raise NetError(
                 f"{self.variant}: batch {self.train_batch_size} and iter_size {self.iter_size} must be >= 1"
             )
         object.__setattr__(self, "fc9_activation", Fc9Activation(self.fc9_activation))
+        backbone = backbone_of(self.init)
+        if backbone is not None:
+            _check_backbone_variant(self.variant, self.init, backbone.architecture)
+            object.__setattr__(self, "crop_size", backbone.input_size)
+            return
+        if self.variant in BACKBONE_VARIANTS and self.variant not in HEADS:
+            raise NetError(
+                f"variant {self.variant!r} is for backbones other than CaffeNet; {self.init!r} is one"
+            )
         if self.init_outputs is None or self.mean_file is None:
             outputs, mean = _init_defaults(self.init)
             if self.init_outputs is None:
@@ -81,6 +93,27 @@ class VariantConfig:
     def base_lr(self) -> float:
         """0.0001 for fc6-2 (SPEC), 0.001 otherwise."""
         return BASE_LR.get(self.variant, 0.001)
+
+
+def backbone_of(init: str):
+    """The registry entry of ``init`` when it is another architecture than CaffeNet (it has a classifier
+    layer to replace and a published deploy prototxt), else None."""
+    from pixsent.errors import DataError
+    from pixsent.zoo import registry as model_zoo
+
+    try:
+        entry = model_zoo.get(init)
+    except DataError:
+        return None
+    return entry if entry.architecture not in ("caffenet", "caffenet-fullconv") else None
+
+
+def _check_backbone_variant(variant: str, init: str, architecture: str) -> None:
+    if variant not in BACKBONE_VARIANTS:
+        raise NetError(
+            f"variant {variant!r} needs CaffeNet's fc6/fc7, which {init!r} ({architecture}) does not have; "
+            f"use VARIANT={' or VARIANT='.join(BACKBONE_VARIANTS)}"
+        )
 
 
 def _init_defaults(init: str) -> tuple[int | None, str]:
@@ -128,6 +161,12 @@ HEADS: dict[str, Head] = {
     "fc9_twitter": _fc9_twitter,
 }
 BASE_LR: dict[str, float] = {"fc6-2": 0.0001}
+# Variants for any backbone with a classifier layer (the registry's ``classifier``): fc8_twitter replaces it
+# as the paper replaces CaffeNet's fc8; fc8_twitter-adapted is pixsent's adaptation (see ADAPTED_HEAD).
+BACKBONE_VARIANTS: tuple[str, ...] = ("fc8_twitter", "fc8_twitter-adapted")
+# pixsent's adaptation for a classifier that is a ReLU'd convolution before global pooling (SqueezeNet):
+# the new classifier without the ReLU; chosen on inner validation splits of the training folds only.
+ADAPTED_HEAD: dict[str, object] = {"classifier_relu": False}
 VARIANTS: tuple[str, ...] = tuple(HEADS)
 
 
@@ -154,6 +193,8 @@ def train_val(
     mean_file: str | os.PathLike | None = None,
 ) -> caffe_pb2.NetParameter:
     """TRAIN/TEST net: twin Data layers, the variant, Accuracy (TEST) and SoftmaxWithLoss ``loss``."""
+    if backbone_of(cfg.init) is not None:
+        return _backbone_train_val(cfg, train_source, test_source, test_batch_size, mean_file)
     mean = mean_file or cfg.mean_file
     n = NetSpec()
     train = _data_layer(cfg, train_source, cfg.train_batch_size, mean, TRAIN)
@@ -168,11 +209,66 @@ def train_val(
 
 def deploy(cfg: VariantConfig, *, batch_size: int | None = None) -> caffe_pb2.NetParameter:
     """Inference net: Input N x 3 x 227 x 227, the variant, Softmax ``prob``."""
+    if backbone_of(cfg.init) is not None:
+        from pixsent.zoo import finetune
+
+        backbone, head = _backbone_head(cfg)
+        return finetune.deploy_net(
+            backbone,
+            head,
+            crop=cfg.crop_size,
+            batch_size=batch_size or cfg.deploy_batch_size,
+            name=net_name(cfg),
+        )
     n = NetSpec()
     size = cfg.crop_size
     n.data = L.Input(shape=dict(dim=[batch_size or cfg.deploy_batch_size, 3, size, size]))
     n.prob = L.Softmax(HEADS[cfg.variant](n, n.data, cfg))
     return n.to_proto(name=net_name(cfg))
+
+
+def _backbone_head(cfg: VariantConfig):
+    """(the backbone's deploy NetParameter, the HeadSpec of the variant)."""
+    from pixsent.zoo import finetune
+    from pixsent.zoo import registry as model_zoo
+
+    entry = model_zoo.get(cfg.init)
+    if cfg.backbone_deploy is not None:
+        from pixsent.formats.prototxt import read_net
+
+        backbone = read_net(cfg.backbone_deploy)
+    else:
+        backbone = model_zoo.read_deploy(cfg.init)
+    extra = ADAPTED_HEAD if cfg.variant == "fc8_twitter-adapted" else {}
+    head = finetune.HeadSpec(
+        classifier=entry.classifier,
+        new_name=f"{entry.classifier}_twitter",
+        num_classes=cfg.num_classes,
+        **extra,
+    )
+    return backbone, head
+
+
+def _backbone_train_val(cfg: VariantConfig, train_source, test_source, test_batch_size: int, mean_file):
+    """train_val of a backbone other than CaffeNet: its classifier replaced, its own mean (values or file)."""
+    from pixsent.zoo import finetune
+    from pixsent.zoo import registry as model_zoo
+
+    entry = model_zoo.get(cfg.init)
+    backbone, head = _backbone_head(cfg)
+    values = entry.mean.values
+    return finetune.train_val(
+        backbone,
+        head,
+        train_source=train_source,
+        test_source=test_source,
+        train_batch_size=cfg.train_batch_size,
+        test_batch_size=test_batch_size,
+        crop=cfg.crop_size,
+        mean_values=values,
+        mean_file=None if values else (mean_file or entry.mean.file),
+        name=net_name(cfg),
+    )
 
 
 FULLCONV_SIZE = 451
@@ -204,4 +300,7 @@ def fullconv_deploy(
 def net_name(cfg: VariantConfig) -> str:
     """NetParameter.name: ``CaffeNet_<variant>`` (plus the init model when it is not CaffeNet)."""
     suffix = "" if cfg.init == "caffenet" else f"_{cfg.init}"
+    backbone = backbone_of(cfg.init)
+    if backbone is not None:
+        return f"{backbone.architecture}_{cfg.variant}_{cfg.init}"
     return f"CaffeNet_{cfg.variant}{suffix}"
