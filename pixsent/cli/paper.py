@@ -92,6 +92,17 @@ def _cmd_cv(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_select(args: argparse.Namespace) -> int:
+    from pixsent.workflow.selection import Candidate, select
+
+    candidates = [Candidate(name.strip()) for name in args.candidates.split(",") if name.strip()]
+    folds = [int(k) for k in args.folds.split(",")]
+    root = args.out or args.runs / "selection" / f"{args.subset}-{args.init}"
+    result = select(_fold_config(args), candidates, folds, root, val_fraction=args.val_fraction)
+    print(result["chosen"])
+    return 0
+
+
 def _cmd_paper(args: argparse.Namespace) -> int:
     from pixsent.recipes.paper import tables
     from pixsent.recipes.paper.recipe import run_paper
@@ -155,6 +166,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--folds", type=int, default=5)
     _fold_args(p)
     p.set_defaults(func=_cmd_cv)
+
+    p = sub.add_parser(
+        "select",
+        help="choose among variants on inner validation splits of the training folds (test folds unread)",
+    )
+    p.add_argument(
+        "--candidates", required=True, help="comma list of variants, e.g. fc8_twitter,fc8_twitter-adapted"
+    )
+    p.add_argument("--folds", default="1", help="outer folds whose training lists are split (default 1)")
+    p.add_argument(
+        "--val-fraction", type=float, default=0.2, help="share of each label held out (default 0.2)"
+    )
+    p.add_argument("--out", type=Path, help="selection folder (default RUNS/selection/<subset>-<init>)")
+    _fold_args(p)
+    p.set_defaults(func=_cmd_select)
 
     p = sub.add_parser("paper", help="every configuration of Tables 2, 4, 5 and 6, then the tables")
     p.add_argument("--folds", type=int, default=5)

@@ -33,10 +33,11 @@ class PaperRecipe:
     def config_from_args(self, args: argparse.Namespace, fold: int, gpu: str | None) -> FoldConfig:
         """The fold command's options as a FoldConfig; an unknown variant or subset is refused now, before
         any LMDB is built (not at the prototxt step)."""
-        from pixsent.recipes.paper.variants import HEADS
+        from pixsent.recipes.paper.variants import BACKBONE_VARIANTS, HEADS
 
-        if args.variant not in HEADS:
-            raise NetError(f"--variant {args.variant}: unknown variant (known: {', '.join(HEADS)})")
+        known = [*HEADS, *(v for v in BACKBONE_VARIANTS if v not in HEADS)]
+        if args.variant not in known:
+            raise NetError(f"--variant {args.variant}: unknown variant (known: {', '.join(known)})")
         if args.subset not in ("five", "four", "three"):
             raise NetError(f"--subset {args.subset}: unknown subset (known: five, four, three)")
         return FoldConfig(
