@@ -103,6 +103,38 @@ def _cmd_select(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pixsent.recipes.paper import results
+    from pixsent.workflow.report import Reference, ReportConfig, collect
+
+    refs = []
+    for row in results.PUBLISHED:
+        if (
+            row.subset == args.subset
+            and row.center
+            and (row.table, row.init) in (("2", "caffenet"), ("5", "mvso-en"))
+        ):
+            refs.append(
+                Reference(f"paper: {row.label} ({row.init}, Table {row.table})", row.center, row.oversample)
+            )
+    if args.subset in results.MAJORITY:
+        n, total = results.MAJORITY[args.subset]
+        refs.append(Reference(f"majority class ({n}/{total})", (n / total, None), (n / total, None)))
+    cfg = ReportConfig(
+        title=args.title,
+        label=args.label,
+        images_per_iteration=args.images_per_iteration,
+        references=refs,
+        commands=args.command or [],
+        time_dir=args.time_dir,
+        note=args.note or "",
+        commit=args.commit,
+    )
+    summary = collect(args.cv_dir, args.out, cfg)
+    print((args.out / "table.md").read_text(), end="")
+    return 0 if summary["folds"] else 1
+
+
 def _cmd_paper(args: argparse.Namespace) -> int:
     from pixsent.recipes.paper import tables
     from pixsent.recipes.paper.recipe import run_paper
@@ -181,6 +213,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="selection folder (default RUNS/selection/<subset>-<init>)")
     _fold_args(p)
     p.set_defaults(func=_cmd_select)
+
+    p = sub.add_parser("report", help="a results folder from a cross-validation's run folders")
+    p.add_argument("cv_dir", type=Path, help="RUNS/<subset>/<variant>-<init> (holds fold<N>/)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--title", required=True)
+    p.add_argument("--label", required=True, help="what our row is called")
+    p.add_argument("--subset", default="five")
+    p.add_argument("--images-per-iteration", type=int, default=256, help="batch x iter_size (default 256)")
+    p.add_argument("--time-dir", type=Path, help="folder of GNU time -v outputs fold<N>.time")
+    p.add_argument("--command", action="append", help="a command that produced the runs (repeatable)")
+    p.add_argument("--commit", help="the commit that trained the folds (default: HEAD)")
+    p.add_argument("--note")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("paper", help="every configuration of Tables 2, 4, 5 and 6, then the tables")
     p.add_argument("--folds", type=int, default=5)

@@ -1,0 +1,25 @@
+# The paper's protocol on the real Twitter images with a downloadable ImageNet backbone (issue: real data).
+# `make real` trains the 5 five-agree folds (hours on a CPU; resumable: run it again after an interruption),
+# then writes results/<REAL_NAME>/ (table beside the paper's rows, per-fold metrics, logs, curves).
+REAL_INIT ?= squeezenet-dc
+REAL_VARIANT ?= fc8_twitter
+REAL_DATA ?= $(or $(DATA),$(SHARED)/data/twitter)
+REAL_MIRROR ?= $(or $(MIRROR),$(SHARED)/models/squeezenet_dc)
+REAL_RUNS ?= runs/real
+REAL_NAME ?= $(REAL_VARIANT)-$(REAL_INIT)
+REAL_ARGS = --init $(REAL_INIT) --variant $(REAL_VARIANT) --data $(REAL_DATA) --mirror $(REAL_MIRROR) \
+	--runs $(REAL_RUNS) --lmdb $(REAL_RUNS)/lmdb --models models --batch 32 --iter-size 8
+
+.PHONY: real real-report real-select
+
+real: setup ## 5-fold fine-tuning on the real Twitter images (REAL_INIT=squeezenet-dc REAL_VARIANT=fc8_twitter), then results/
+	$(PAPER_PY) cv $(REAL_ARGS)
+	$(MAKE) real-report
+
+real-report: setup ## results/<variant>-<init>/ from the finished folds of `make real` (as it stands)
+	$(PAPER_PY) report $(REAL_RUNS)/five/$(REAL_VARIANT)-$(REAL_INIT) --out results/$(REAL_NAME) \
+		--title "Five-agree, $(REAL_VARIANT) on $(REAL_INIT) (real Twitter images)" \
+		--label "$(REAL_INIT) $(REAL_VARIANT) (pixsent)" --command "make real REAL_INIT=$(REAL_INIT) REAL_VARIANT=$(REAL_VARIANT)"
+
+real-select: setup ## choose the backbone's adaptation on inner splits of the training folds (FOLDS_SELECT=1)
+	$(PAPER_PY) select --candidates fc8_twitter,fc8_twitter-adapted --folds $(or $(FOLDS_SELECT),1) $(REAL_ARGS)
