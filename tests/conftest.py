@@ -27,3 +27,12 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA} (set PIXSENT_SHARED)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def squeezenet_dir() -> Path:
+    """SqueezeNet v1.0 (Deep Compression file, its decoded caffemodel, prototxts) in ../shared/models."""
+    folder = SHARED / "models" / "squeezenet_dc"
+    if not folder.is_dir():
+        pytest.skip(f"SqueezeNet reference files not found at {folder} (set PIXSENT_SHARED)")
+    return folder

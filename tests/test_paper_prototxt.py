@@ -230,7 +230,8 @@ def test_builtin_counts_match_split_files(shared_data):
 
 def test_every_generated_file_parses_back_to_the_same_message():
     files = prototxt_gen.expected_files(["five"])
-    assert len(files) == 4 * 5 * 2 + 4 + 1
+    backbone_configs = [c for c in prototxt_gen.default_configs() if c.init != "caffenet"]
+    assert len(files) == 4 * 5 * 2 + 4 + 1 + len(backbone_configs) * (5 * 2 + 1)
     for path, text in files.items():
         kind = caffe_pb2.SolverParameter if path.name == "solver.prototxt" else caffe_pb2.NetParameter
         msg = text_format.Parse(text, kind())

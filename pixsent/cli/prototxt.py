@@ -22,7 +22,16 @@ def run(args: argparse.Namespace) -> int:
     from pixsent.recipes.paper import prototxt_gen
 
     subsets = prototxt_gen.SUBSETS if args.subset == "all" else (args.subset,)
-    files = prototxt_gen.expected_files(subsets, layout=prototxt_gen.Layout(out=args.out), splits=args.splits)
+    skipped: list[str] = []
+    configs = prototxt_gen.default_configs(skipped)
+    files = prototxt_gen.expected_files(
+        subsets, layout=prototxt_gen.Layout(out=args.out), splits=args.splits, configs=configs
+    )
+    for name in skipped:
+        print(
+            f"skipped {name}: its deploy prototxt is not at hand (`pixsent models fetch {name}`)",
+            file=sys.stderr,
+        )
     root = Path.cwd()
     if args.check:
         bad = prototxt_gen.stale(files, root)

@@ -196,9 +196,9 @@ def find_deploy(
     """The deploy prototxt of ``name``: in ``models``, else in the mirror folder; DataError naming both."""
     path = deploy_path(name, models)
     candidates = [path] + ([Path(mirror) / path.name] if mirror else [])
-    shared = os.environ.get("PIXSENT_SHARED")
-    if shared:  # the project's reference copies (tests, CI): shared/models/<folder>/<file>
-        candidates += sorted((Path(shared) / "models").glob(f"*/{path.name}"))
+    # the project's reference copies beside the checkout (tests, CI): shared/models/<folder>/<file>
+    shared = Path(os.environ.get("PIXSENT_SHARED", REGISTRY_PATH.parents[2] / "shared"))
+    candidates += sorted((shared / "models").glob(f"*/{path.name}"))
     for cand in candidates:
         if cand.is_file():
             return cand

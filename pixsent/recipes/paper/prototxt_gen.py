@@ -153,6 +153,29 @@ class Layout:
         return self.out / f"{subset}_agrees" / name
 
 
+def default_configs(skipped: list[str] | None = None) -> list[VariantConfig]:
+    """The paper's CaffeNet variants, then the backbone variants of every other architecture in the registry
+    whose published deploy prototxt is at hand (models/, or the project's shared copies); the names of those
+    that are not are appended to ``skipped``."""
+    from pixsent.zoo import registry as model_zoo
+
+    configs = [VariantConfig(variant=v) for v in variants.VARIANTS]
+    for name in model_zoo.names():
+        if variants.backbone_of(name) is None:
+            continue
+        try:
+            deploy = model_zoo.find_deploy(name, REPO / "models")
+        except DataError:
+            if skipped is not None:
+                skipped.append(name)
+            continue
+        configs += [
+            VariantConfig(variant=v, init=name, backbone_deploy=str(deploy))
+            for v in variants.BACKBONE_VARIANTS
+        ]
+    return configs
+
+
 def expected_files(
     subsets: Iterable[str] = ("five",),
     *,
@@ -162,7 +185,7 @@ def expected_files(
 ) -> dict[Path, str]:
     """Every file the generator makes, {path: text}; paths are ``layout.out``-based."""
     layout = layout or Layout()
-    configs = list(configs or (VariantConfig(variant=v) for v in variants.VARIANTS))
+    configs = list(configs or default_configs())
     files: dict[Path, str] = {}
     for subset in subsets:
         for cfg in configs:
