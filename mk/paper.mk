@@ -17,7 +17,7 @@ MAX_ITER ?=
 PAPER_ARGS = --variant $(VARIANT) --subset $(SUBSET) --init $(INIT) --engine $(ENGINE) --runs $(RUNS) \
 	$(if $(GPU),--gpu $(GPU)) $(if $(DATA),--data $(DATA)) $(if $(MIRROR),--mirror $(MIRROR)) \
 	$(if $(BATCH),--batch $(BATCH)) $(if $(ITER_SIZE),--iter-size $(ITER_SIZE)) \
-	$(if $(MAX_ITER),--max-iter $(MAX_ITER))
+	$(if $(MAX_ITER),--max-iter $(MAX_ITER)) $(if $(SNAPSHOT),--snapshot $(SNAPSHOT))
 PAPER_PY = PYTHONPATH=$(CURDIR) $(PY) -m pixsent
 
 .PHONY: fold1 fold2 fold3 fold4 fold5 cv paper demo table

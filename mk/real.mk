@@ -8,7 +8,7 @@ REAL_MIRROR ?= $(or $(MIRROR),$(SHARED)/models/squeezenet_dc)
 REAL_RUNS ?= runs/real
 REAL_NAME ?= $(REAL_VARIANT)-$(REAL_INIT)
 REAL_ARGS = --init $(REAL_INIT) --variant $(REAL_VARIANT) --data $(REAL_DATA) --mirror $(REAL_MIRROR) \
-	--runs $(REAL_RUNS) --lmdb $(REAL_RUNS)/lmdb --models models --batch 32 --iter-size 8
+	--runs $(REAL_RUNS) --lmdb $(REAL_RUNS)/lmdb --models models --batch 32 --iter-size 8 --snapshot 10
 
 .PHONY: real real-report real-select
 

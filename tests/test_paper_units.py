@@ -368,3 +368,16 @@ def test_paper_recipe_uses_the_init_models_mean(tmp_path, monkeypatch):
     (tmp_path / "models").mkdir()
     (tmp_path / "models/places205CNN_mean.binaryproto").write_bytes(b"")
     assert PaperRecipe().train_mean(cfg, tmp_path) == (tmp_path / "models/places205CNN_mean.binaryproto")
+
+
+def test_snapshot_knob_sets_the_interval_and_keeps_the_default_half_way():
+    from pixsent.recipes.paper.solver_config import SolverConfig
+    from pixsent.workflow.pipeline import FoldConfig
+
+    assert SolverConfig("n", "p", 704, 176).snapshot == 90
+    every = SolverConfig("n", "p", 704, 176, snapshot_every=10)
+    assert every.snapshot == 10 and "snapshot: 10" in every.to_text("h")
+    assert FoldConfig().solver_knobs() == {}  # stamps of default runs keep their digests
+    assert FoldConfig(snapshot_every=10).solver_knobs() == {"snapshot_every": 10}
+    with pytest.raises(Exception, match="snapshot_every must be a whole number"):
+        FoldConfig(snapshot_every=0)

@@ -38,6 +38,13 @@ def _fold_args(p: argparse.ArgumentParser) -> None:
         "memory; default 1",
     )
     p.add_argument(
+        "--snapshot",
+        type=_positive,
+        metavar="N",
+        help="snapshot every N iterations (make SNAPSHOT=), so an interrupted long run loses less; "
+        "default one snapshot half way (the paper recipe)",
+    )
+    p.add_argument(
         "--max-iter",
         type=_positive,
         metavar="N",

@@ -269,6 +269,10 @@ class DemoRecipe:
         root = args.data if (args.data / MARKER).exists() else args.data.parent
         if args.iter_size != 1:
             raise NetError(f"--iter-size {args.iter_size}: the demo recipe's solver has no iter_size")
+        if getattr(args, "snapshot", None):
+            raise NetError(
+                f"--snapshot {args.snapshot}: the demo recipe's solver has its own snapshot schedule"
+            )
         dcfg = DemoConfig(out=root.parent, variant=args.variant, echo=not args.quiet)
         if args.batch is not None:
             dcfg.batch = args.batch

@@ -75,10 +75,11 @@ class FoldConfig:
     batch: int = 256  # BATCH: TRAIN images per forward/backward pass (paper recipe; the paper's 256)
     iter_size: int = 1  # ITER_SIZE: passes accumulated per update; epochs count batch x iter_size images
     max_iter_cap: int | None = None  # MAX_ITER: smoke-run cap on the solver's max_iter (recorded as capped)
+    snapshot_every: int | None = None  # SNAPSHOT: iterations between snapshots (recipe default if None)
     extra: dict[str, Any] = field(default_factory=dict)  # recipe-specific settings
 
     def __post_init__(self) -> None:
-        for name in ("batch", "iter_size", "max_iter_cap"):
+        for name in ("batch", "iter_size", "max_iter_cap", "snapshot_every"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise NetError(f"{name} must be a whole number >= 1, got {value!r}")
@@ -89,8 +90,13 @@ class FoldConfig:
     def solver_knobs(self) -> dict[str, int]:
         """BATCH / ITER_SIZE / MAX_ITER where they differ from the paper's defaults (so stamps of runs made
         with the defaults keep their digests)."""
-        knobs = {"batch": self.batch, "iter_size": self.iter_size, "max_iter_cap": self.max_iter_cap}
-        defaults = {"batch": 256, "iter_size": 1, "max_iter_cap": None}
+        knobs = {
+            "batch": self.batch,
+            "iter_size": self.iter_size,
+            "max_iter_cap": self.max_iter_cap,
+            "snapshot_every": self.snapshot_every,
+        }
+        defaults = {"batch": 256, "iter_size": 1, "max_iter_cap": None, "snapshot_every": None}
         return {k: v for k, v in knobs.items() if v != defaults[k]}
 
 

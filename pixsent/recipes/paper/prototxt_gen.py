@@ -100,6 +100,7 @@ def render_variant_files(
         test_size=test_size,
         batch_size=cfg.train_batch_size,
         iter_size=cfg.iter_size,
+        snapshot_every=cfg.snapshot_every,
         test_batch_cap=cfg.test_batch_cap,
         base_lr=cfg.base_lr,
     )

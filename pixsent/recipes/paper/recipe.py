@@ -58,6 +58,7 @@ class PaperRecipe:
             batch=args.batch or 256,
             iter_size=args.iter_size,
             max_iter_cap=args.max_iter,
+            snapshot_every=args.snapshot,
         )
 
     def image_size(self, cfg: FoldConfig) -> int:
@@ -181,6 +182,7 @@ class PaperRecipe:
             init_outputs=self._init_outputs(cfg),
             train_batch_size=cfg.batch,
             iter_size=cfg.iter_size,
+            snapshot_every=cfg.snapshot_every,
         )
         return write_variant_files(
             vcfg,

@@ -58,6 +58,7 @@ class SolverConfig:
     momentum: float = 0.9
     gamma: float = 0.1
     weight_decay: float = 0.0005
+    snapshot_every: int | None = None  # SNAPSHOT=: iterations between snapshots (default: one half way)
     display: int = 1
     random_seed: int = 1701
     solver_mode: str = "CPU"
@@ -107,7 +108,10 @@ class SolverConfig:
 
     @property
     def snapshot(self) -> int:
-        """A snapshot half way (for resuming), rounded down to a multiple of 10; Caffe adds the final one."""
+        """A snapshot half way (for resuming), rounded down to a multiple of 10, unless ``snapshot_every``
+        says otherwise (long CPU runs resume with less lost); Caffe adds the final one."""
+        if self.snapshot_every is not None:
+            return self.snapshot_every
         return max(10, (self.max_iter // 2) // 10 * 10)
 
     def fields(self) -> list[tuple[str, object, str]]:
@@ -148,7 +152,9 @@ class SolverConfig:
             (
                 "snapshot",
                 self.snapshot,
-                "one snapshot half way for resuming; Caffe also snapshots at max_iter",
+                "one snapshot half way for resuming; Caffe also snapshots at max_iter"
+                if self.snapshot_every is None
+                else f"every {self.snapshot_every} iterations (SNAPSHOT=); Caffe also snapshots at max_iter",
             ),
             ("snapshot_prefix", self.snapshot_prefix, "<prefix>_iter_<N>.caffemodel / .solverstate"),
             ("solver_mode", self.solver_mode, "CPU unless -gpu N is given on the command line"),

@@ -53,6 +53,7 @@ class VariantConfig:
     train_batch_size: int = 256  # TRAIN Data batch (BATCH=); the paper's 256
     # passes accumulated per update (ITER_SIZE=): batch x iter_size is what an epoch counts
     iter_size: int = 1
+    snapshot_every: int | None = None  # SNAPSHOT=: iterations between snapshots (default one half way)
     test_batch_cap: int = 50  # largest TEST batch; the actual size is balanced over the test fold
     deploy_batch_size: int = 10
     crop_size: int = 227
