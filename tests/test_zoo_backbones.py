@@ -134,4 +134,22 @@ def test_variants_needing_caffenet_fc_layers_refuse_other_backbones(variant):
     with pytest.raises(NetError, match=f"variant '{variant}' needs CaffeNet's fc6/fc7.*squeezenet-dc"):
         variants.VariantConfig(variant=variant, init="squeezenet-dc")
     with pytest.raises(NetError, match="for backbones other than CaffeNet"):
-        variants.VariantConfig(variant="fc8_twitter-adapted", init="caffenet")
+        variants.VariantConfig(variant="fc8_twitter-norelu", init="caffenet")
+
+
+def test_backbone_adaptations_differ_from_the_paper_head_only_where_they_say(squeezenet_dir):
+    deploy = str(squeezenet_dir / "SqueezeNet_deploy.prototxt")
+    nets = {
+        v: {
+            lay.name: lay
+            for lay in variants.deploy(
+                variants.VariantConfig(variant=v, init="squeezenet-dc", backbone_deploy=deploy)
+            ).layer
+        }
+        for v in variants.BACKBONE_VARIANTS
+    }
+    assert "relu_conv_final" in nets["fc8_twitter"]
+    assert "relu_conv_final" not in nets["fc8_twitter-norelu"]
+    assert [p.lr_mult for p in nets["fc8_twitter-norelu"]["conv_final_twitter"].param] == [10, 20]
+    assert [p.lr_mult for p in nets["fc8_twitter-norelu-lr1"]["conv_final_twitter"].param] == [1, 2]
+    assert set(nets["fc8_twitter"]) - {"relu_conv_final"} == set(nets["fc8_twitter-norelu-lr1"])

@@ -211,7 +211,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="choose among variants on inner validation splits of the training folds (test folds unread)",
     )
     p.add_argument(
-        "--candidates", required=True, help="comma list of variants, e.g. fc8_twitter,fc8_twitter-adapted"
+        "--candidates", required=True, help="comma list of variants, e.g. fc8_twitter,fc8_twitter-norelu"
     )
     p.add_argument("--folds", default="1", help="outer folds whose training lists are split (default 1)")
     p.add_argument(

@@ -162,12 +162,18 @@ HEADS: dict[str, Head] = {
     "fc9_twitter": _fc9_twitter,
 }
 BASE_LR: dict[str, float] = {"fc6-2": 0.0001}
-# Variants for any backbone with a classifier layer (the registry's ``classifier``): fc8_twitter replaces it
-# as the paper replaces CaffeNet's fc8; fc8_twitter-adapted is pixsent's adaptation (see ADAPTED_HEAD).
-BACKBONE_VARIANTS: tuple[str, ...] = ("fc8_twitter", "fc8_twitter-adapted")
-# pixsent's adaptation for a classifier that is a ReLU'd convolution before global pooling (SqueezeNet):
-# the new classifier without the ReLU; chosen on inner validation splits of the training folds only.
-ADAPTED_HEAD: dict[str, object] = {"classifier_relu": False}
+# Variants for any backbone with a classifier layer (the registry's ``classifier``), as settings of the new
+# classifier (zoo.finetune.HeadSpec). fc8_twitter replaces it as the paper replaces CaffeNet's fc8. The others
+# are pixsent's adaptations for a classifier that is a ReLU'd convolution before global pooling (SqueezeNet),
+# whose unnormalised features make the paper's 10x rate on the new layer overshoot: without the ReLU, and
+# without it at the rate of the pre-trained layers (lr_mult 1/2). `pixsent select` chooses among them on
+# inner validation splits of the training folds only.
+BACKBONE_HEADS: dict[str, dict[str, object]] = {
+    "fc8_twitter": {},
+    "fc8_twitter-norelu": {"classifier_relu": False},
+    "fc8_twitter-norelu-lr1": {"classifier_relu": False, "lr_mult": (1.0, 2.0)},
+}
+BACKBONE_VARIANTS: tuple[str, ...] = tuple(BACKBONE_HEADS)
 VARIANTS: tuple[str, ...] = tuple(HEADS)
 
 
@@ -240,12 +246,11 @@ def _backbone_head(cfg: VariantConfig):
         backbone = read_net(cfg.backbone_deploy)
     else:
         backbone = model_zoo.read_deploy(cfg.init)
-    extra = ADAPTED_HEAD if cfg.variant == "fc8_twitter-adapted" else {}
     head = finetune.HeadSpec(
         classifier=entry.classifier,
         new_name=f"{entry.classifier}_twitter",
         num_classes=cfg.num_classes,
-        **extra,
+        **BACKBONE_HEADS[cfg.variant],
     )
     return backbone, head
 
