@@ -6,9 +6,11 @@ REAL_VARIANT ?= fc8_twitter
 REAL_DATA ?= $(or $(DATA),$(SHARED)/data/twitter)
 REAL_MIRROR ?= $(or $(MIRROR),$(SHARED)/models/squeezenet_dc)
 REAL_RUNS ?= runs/real
+REAL_LMDB ?= $(REAL_RUNS)/lmdb
+REAL_MODELS ?= models
 REAL_NAME ?= $(REAL_VARIANT)-$(REAL_INIT)
 REAL_ARGS = --init $(REAL_INIT) --variant $(REAL_VARIANT) --data $(REAL_DATA) --mirror $(REAL_MIRROR) \
-	--runs $(REAL_RUNS) --lmdb $(REAL_RUNS)/lmdb --models models --batch 32 --iter-size 8 --snapshot 10
+	--runs $(REAL_RUNS) --lmdb $(REAL_LMDB) --models $(REAL_MODELS) --batch 32 --iter-size 8 --snapshot 10
 
 .PHONY: real real-report real-select
 
