@@ -1,6 +1,24 @@
 """Caffe layers by family; importing this package fills the registry (``LAYERS``)."""
 
-from pixsent.engine.layers import common, data, loss, neuron, soft_loss, vision  # noqa: F401
+from pixsent.engine.layers import (  # noqa: F401
+    activation,
+    common,
+    data,
+    hdf5,
+    loss,
+    margin_loss,
+    memory_data,
+    neuron,
+    parameter,
+    prob_loss,
+    recurrent,
+    reduce,
+    select,
+    soft_loss,
+    spatial,
+    vision,
+    window_data,
+)
 from pixsent.engine.layers.base import Layer
 from pixsent.engine.registry import LAYER_REGISTRY
 
