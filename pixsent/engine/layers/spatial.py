@@ -24,7 +24,7 @@ def spp_level_param(name: str, level: int, h: int, w: int, pool: int) -> caffe_p
     """The Pooling layer of pyramid level ``level`` (spp_layer.cpp GetPoolingParam): 2^level bins per
     side, kernel = ceil(size / bins), stride = kernel, pad = (kernel * bins - size + 1) // 2."""
     bins = 2**level
-    lp = caffe_pb2.LayerParameter(name=name, type="Pooling")
+    lp = caffe_pb2.LayerParameter(name=name, type="Pooling", top=[name])
     pp = lp.pooling_param
     kh, kw = math.ceil(h / bins), math.ceil(w / bins)
     pp.kernel_h, pp.kernel_w = kh, kw
