@@ -32,6 +32,8 @@ def build(text: str, bottom_shapes: Sequence[tuple[int, ...]], phase: int = caff
     param = text_format.Parse(text, caffe_pb2.LayerParameter())
     if not param.name:
         param.name = "x"
+    if not param.top:
+        param.top.append(param.name)
     layer = create_layer(param, NetContext(phase=phase, seed=seed))
     return layer, layer.setup([tuple(s) for s in bottom_shapes])
 
