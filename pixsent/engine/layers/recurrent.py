@@ -157,7 +157,7 @@ class _Recurrent(Layer):
 
     def _finish(self, outputs: list[torch.Tensor], finals: list[torch.Tensor]) -> list[torch.Tensor]:
         if not self.expose:
-            self._state = [f.detach()[None].to(torch.float32) for f in finals]
+            self._state = [f.detach()[None] for f in finals]
             return [torch.stack(outputs)]
         return [torch.stack(outputs)] + [f[None] for f in finals]
 
