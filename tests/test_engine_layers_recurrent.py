@@ -228,3 +228,63 @@ def test_timesteps_cannot_change_and_caffemodel_roundtrip(tmp_path):
     net.blobs["x"].reshape(T + 1, N, D)
     with pytest.raises(NetError, match="timesteps changed"):
         net.reshape()
+
+
+@pytest.mark.slow
+def test_solver_trains_an_embed_lstm_net_from_hdf5(tmp_path):
+    """End to end: HDF5Data -> Embed -> LSTM -> InnerProduct -> SoftmaxWithLoss under the Adam solver learns
+    to output the previous token of each stream (which needs the recurrent state)."""
+    h5py = pytest.importorskip("h5py")
+    from google.protobuf import text_format
+
+    from pixsent.engine.solvers import make_solver
+
+    t_, n, vocab = 5, 8, 6
+    tok = RNG.integers(0, vocab, size=(20, t_, n)).astype(np.float32)
+    prev = np.concatenate([np.zeros_like(tok[:, :1]), tok[:, :-1]], axis=1)
+    cont = np.ones_like(tok)
+    cont[:, 0] = 0
+    with h5py.File(tmp_path / "d.h5", "w") as fh:
+        fh["tok"], fh["cont"], fh["label"] = tok.reshape(-1), cont.reshape(-1), prev.reshape(-1) % 3
+    (tmp_path / "list.txt").write_text(str(tmp_path / "d.h5"))
+
+    def layer(name: str, type_: str, bottoms: str, tops: str, body: str) -> str:
+        b = "".join(f' bottom: "{x}"' for x in bottoms.split())
+        t = "".join(f' top: "{x}"' for x in tops.split())
+        return f'layer {{ name: "{name}" type: "{type_}"{b}{t} {body} }}\n'
+
+    uniform = 'weight_filler { type: "uniform" min: -0.3 max: 0.3 }'
+    net = (
+        layer(
+            "d",
+            "HDF5Data",
+            "",
+            "tok cont label",
+            f'hdf5_data_param {{ source: "{tmp_path / "list.txt"}" batch_size: {t_ * n} }}',
+        )
+        + layer("e", "Embed", "tok", "e", f"embed_param {{ num_output: 8 input_dim: {vocab} {uniform} }}")
+        + layer("x", "Reshape", "e", "x", f"reshape_param {{ shape {{ dim: {t_} dim: {n} dim: 8 }} }}")
+        + layer("c", "Reshape", "cont", "c", f"reshape_param {{ shape {{ dim: {t_} dim: {n} }} }}")
+        + layer("l", "Reshape", "label", "l", f"reshape_param {{ shape {{ dim: {t_} dim: {n} }} }}")
+        + layer("lstm", "LSTM", "x c", "h", f"recurrent_param {{ num_output: 16 {uniform} }}")
+        + layer(
+            "ip",
+            "InnerProduct",
+            "h",
+            "s",
+            'inner_product_param { num_output: 3 axis: 2 weight_filler { type: "xavier" } }',
+        )
+        + layer("loss", "SoftmaxWithLoss", "s l", "loss", "softmax_param { axis: 2 }")
+    )
+    param = text_format.Parse(
+        'type: "Adam" base_lr: 0.02 momentum: 0.9 lr_policy: "fixed" max_iter: 100 display: 0 '
+        "snapshot_after_train: false random_seed: 1 solver_mode: CPU",
+        caffe_pb2.SolverParameter(),
+    )
+    text_format.Parse(net, param.net_param)
+    solver = make_solver(param)
+    assert solver.net.learnable_param_names == ["e/0", "e/1", "lstm/0", "lstm/1", "lstm/2", "ip/0", "ip/1"]
+    before = solver.net.forward()
+    solver.step(40)
+    after = solver.net.forward()
+    assert before > 0.9 and after < 0.5 * before, (before, after)

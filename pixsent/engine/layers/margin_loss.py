@@ -31,8 +31,9 @@ def same_batch(layer: str, a: Shape, b: Shape) -> None:
 
 
 def int_labels(label: torch.Tensor, n: int, lo: int, hi: int, layer: str) -> torch.Tensor:
-    """Labels truncated to integers as Caffe's static_cast<int> does, each in [lo, hi)."""
-    lab = label.detach().reshape(n).to(torch.long)
+    """The first ``n`` values of the label blob (Caffe reads label[i] for item i) truncated to integers as
+    static_cast<int> does, each in [lo, hi)."""
+    lab = label.detach().reshape(-1)[:n].to(torch.long)
     if n and (int(lab.min()) < lo or int(lab.max()) >= hi):
         raise NetError(f"layer {layer!r}: label outside [{lo}, {hi}): {int(lab.min())}..{int(lab.max())}")
     return lab
