@@ -1,19 +1,23 @@
-# Data: the paper's split files, per-fold LMDBs, the ILSVRC mean, and the LMDB-build benchmark.
+# Data: the paper's split files, the Twitter images, per-fold LMDBs, the ILSVRC mean, the LMDB-build benchmark.
 # MIRROR defaults to $(SHARED)/data when that folder exists (offline CI); `make splits MIRROR=` forces the network.
 MIRROR ?= $(if $(wildcard $(SHARED)/data),$(SHARED)/data,)
 SUBSET ?= five
 FOLD ?= all
 DATA ?= data
+SOURCE ?= auto
 PIXSENT_CMD ?= $(PY) -m pixsent
 MIRROR_ARG = $(if $(MIRROR),--mirror $(MIRROR),)
 
-.PHONY: splits lmdb mean bench-lmdb
+.PHONY: splits data lmdb mean bench-lmdb
 
 splits: setup ## fetch the paper's split files (five/four/three) into splits/, sha256-verified (MIRROR=dir)
 	$(PIXSENT_CMD) splits fetch --subset all --dest splits $(MIRROR_ARG)
 	$(PIXSENT_CMD) splits check splits
 
-lmdb: setup splits ## build train/test LMDBs + mean of SUBSET (five) FOLD (1..5|all) into $(DATA)/lmdb (cached)
+data: setup ## the 1269 Twitter images + ground truth into $(DATA)/twitter, each sha256-checked (SOURCE=auto|original|github, MIRROR=dir)
+	$(PIXSENT_CMD) data fetch --dest $(DATA)/twitter --source $(SOURCE) --splits splits $(MIRROR_ARG)
+
+lmdb: setup splits data ## build train/test LMDBs + mean of SUBSET (five) FOLD (1..5|all) into $(DATA)/lmdb (cached)
 	$(PIXSENT_CMD) data lmdb --subset $(SUBSET) --fold $(FOLD) --images $(DATA)/twitter/images --splits splits --out $(DATA)/lmdb
 
 mean: setup ## ILSVRC 2012 mean .npy -> $(DATA)/ilsvrc_2012_mean.binaryproto (MIRROR=dir)

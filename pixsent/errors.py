@@ -17,3 +17,11 @@ class NetError(PixsentError):
 
 class DataError(PixsentError):
     """Input data (image lists, images, split files) is missing or malformed."""
+
+
+class ChecksumError(DataError):
+    """A file's sha1/sha256 differs from the one published for it."""
+
+
+class UnreachableError(DataError):
+    """A download could not reach its host at all (name lookup, refused or timed-out connection)."""

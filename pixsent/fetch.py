@@ -8,6 +8,7 @@ renamed onto ``DEST``; a checksum mismatch deletes the download and raises DataE
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import sys
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from pixsent.errors import DataError
+from pixsent.errors import ChecksumError, DataError, UnreachableError
 
 CHUNK = 1 << 20
 
@@ -37,12 +38,12 @@ def _expected(sha1: str | None, sha256: str | None) -> list[tuple[str, str]]:
 
 
 def _verify(path: Path, dest: Path, checks: list[tuple[str, str]]) -> None:
-    """Raise DataError (after deleting ``path``) when a digest differs."""
+    """Raise ChecksumError (after deleting ``path``) when a digest differs."""
     for algo, want in checks:
         got = file_digest(path, algo)
         if got != want:
             path.unlink(missing_ok=True)
-            raise DataError(f"{dest}: {algo} mismatch: expected {want}, got {got}")
+            raise ChecksumError(f"{dest}: {algo} mismatch: expected {want}, got {got}")
 
 
 def _url_name(url: str) -> str:
@@ -82,8 +83,10 @@ def _http_get(url: str, part: Path, *, resume: bool, progress: bool, timeout: fl
         if exc.code == 416 and have:  # nothing left to send: the partial file is already complete
             return
         raise DataError(f"{url}: HTTP {exc.code} {exc.reason}") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise DataError(f"{url}: cannot download ({getattr(exc, 'reason', exc)})") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise UnreachableError(f"{url}: cannot download ({getattr(exc, 'reason', exc)})") from None
+    except ValueError as exc:
+        raise DataError(f"{url}: cannot download ({exc})") from None
     with response:
         partial = response.status == 206
         if not partial:
@@ -98,7 +101,7 @@ def _http_get(url: str, part: Path, *, resume: bool, progress: bool, timeout: fl
                 for chunk in iter(lambda: response.read(CHUNK), b""):
                     out.write(chunk)
                     bar.update(len(chunk))
-            except (OSError, TimeoutError) as exc:
+            except (OSError, TimeoutError, http.client.HTTPException) as exc:  # IncompleteRead (chunked)
                 raise DataError(f"{url}: download interrupted ({exc}); run again to resume") from None
     if total is not None and part.stat().st_size != total:
         raise DataError(

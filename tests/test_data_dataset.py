@@ -1,13 +1,11 @@
-"""The paper dataset helpers: per-fold LMDB cache, image archive from a mirror, ILSVRC mean."""
+"""The paper dataset helpers: per-fold LMDB cache, ILSVRC mean (the images: tests/test_data_twitter.py)."""
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 
 from pixsent.cli import main
 from pixsent.data.splits import make_splits
@@ -70,33 +68,6 @@ def test_fold_lmdbs_are_cached(tmp_path, capsys):
     assert dataset.ensure_fold_lmdbs(
         "five", 3, images=images, splits=splits, out=out, size=16, workers=1, progress=False
     ).built
-
-
-def test_data_fetch_from_mirror_zip_reports_missing(tmp_path, capsys):
-    images, splits = _tiny_dataset(tmp_path)
-    mirror = tmp_path / "mirror"
-    mirror.mkdir()
-    with zipfile.ZipFile(mirror / dataset.TWITTER_ARCHIVE_NAME, "w") as zf:
-        for p in sorted(images.iterdir())[:-2]:  # two images left out of the archive
-            zf.write(p, f"twitter/images/{p.name}")
-    dest = tmp_path / "twitter"
-    rc = main(["data", "fetch", "--dest", str(dest), "--mirror", str(mirror), "--splits", str(splits)])
-    out = capsys.readouterr().out
-    assert rc == 0 and len(list((dest / "images").iterdir())) == 18
-    missing = [line for line in out.splitlines() if line.startswith("missing:")]
-    assert len(missing) == 2 and "im19.jpg" in out and "im18.jpg" in out
-    assert not [p for p in dest.iterdir() if p.name.startswith(".")]  # no temp folders left behind
-
-
-def test_bad_archive_leaves_no_image_folder(tmp_path):
-    mirror = tmp_path / "mirror"
-    mirror.mkdir()
-    (mirror / dataset.TWITTER_ARCHIVE_NAME).write_bytes(b"not a zip")
-    from pixsent.errors import DataError
-
-    with pytest.raises(DataError, match="not a zip"):
-        dataset.fetch_images(tmp_path / "tw", mirror=mirror, splits=tmp_path)
-    assert not (tmp_path / "tw" / "images").exists()
 
 
 def test_ilsvrc_mean_binaryproto(shared_data, tmp_path):

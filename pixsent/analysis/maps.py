@@ -244,22 +244,36 @@ def run_maps(
     grid: str | Path | None = None,
     progress: bool = True,
 ) -> list[MapItem]:
-    """Map every image: ``<stem>_map.npy`` and ``<stem>_overlay.png`` in out_dir, and the grid figure."""
+    """Map every image: ``<stem>_map.npy`` and ``<stem>_overlay.png`` in out_dir, and the grid figure.
+
+    Missing images are all named before the net is opened; an image that cannot be decoded is named too,
+    after the others are mapped (DataError listing every one)."""
     from tqdm import tqdm
 
+    images = list(images)
+    missing = [str(p) for p in images if not Path(p).is_file()]
+    if missing:
+        raise DataError(f"{len(missing)} image(s) not found: " + "; ".join(missing))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.work_dir is None:
         cfg.work_dir = out_dir
     net = MapNet.open(weights, model, cfg)
     items = []
-    for path in tqdm(list(images), desc="maps", unit="img", disable=not progress):
-        image, prob = net.map_image(path)
+    unreadable = []
+    for path in tqdm(images, desc="maps", unit="img", disable=not progress):
+        try:
+            image, prob = net.map_image(path)
+        except DataError as exc:
+            unreadable.append(str(exc))
+            continue
         stem = Path(path).stem
         save_npy(out_dir / f"{stem}_map.npy", prob.astype(np.float32))
         over = overlay(image, prob, cfg.positive, cfg.negative)
         save_png(out_dir / f"{stem}_overlay.png", over)
         items.append(MapItem(stem, (image * 255).astype(np.uint8), over, global_positive(prob, cfg.positive)))
-    if grid:
+    if grid and (items or not unreadable):
         grid_figure(items, grid)
+    if unreadable:
+        raise DataError(f"{len(unreadable)} image(s) unreadable: " + "; ".join(unreadable))
     return items

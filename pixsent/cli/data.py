@@ -137,14 +137,41 @@ def run_splits_check(args: argparse.Namespace) -> int:
 
 
 def run_data_fetch(args: argparse.Namespace) -> int:
-    from pixsent.recipes.paper.dataset import TWITTER_ARCHIVE_URLS, fetch_images
+    """The Twitter images and ground truth, each file verified; exit status 1 when any is missing or wrong."""
+    from pathlib import Path
 
-    urls = tuple(args.url) if args.url else TWITTER_ARCHIVE_URLS
-    images, missing = fetch_images(args.dest, mirror=args.mirror, urls=urls, splits=args.splits)
-    for line in missing:
-        print(f"missing: {line}")
-    print(f"images in {images}; {len(missing)} split images missing", file=sys.stderr)
-    return 1 if missing and args.strict else 0
+    from pixsent.recipes.paper.dataset import missing_images
+    from pixsent.recipes.paper.twitter import GITHUB_BASE, TWITTER_ARCHIVE_URLS, fetch_twitter
+
+    report = fetch_twitter(
+        args.dest,
+        source=args.source,
+        mirror=args.mirror,
+        offline=args.offline,
+        archive_urls=tuple(args.url) if args.url else TWITTER_ARCHIVE_URLS,
+        github_base=args.github or GITHUB_BASE,
+        jobs=args.jobs,
+        progress=not args.quiet,
+    )
+    for line in report.sources:
+        print(f"source failed: {line}", file=sys.stderr)
+    for line in report.problem_lines():
+        print(line)
+    split_missing = []
+    if Path(args.splits).is_dir():
+        split_missing = missing_images(Path(args.dest) / "images", args.splits)
+        for line in split_missing:
+            print(f"split image missing: {line}")
+    print(report.summary(), file=sys.stderr)
+    return 0 if report.ok and not split_missing else 1
+
+
+def run_data_manifest(args: argparse.Namespace) -> int:
+    from pixsent.recipes.paper.twitter import write_manifest
+
+    n = write_manifest(args.folder, args.out)
+    print(f"{n} files listed in {args.out}")
+    return 0
 
 
 def run_data_lmdb(args: argparse.Namespace) -> int:
@@ -204,13 +231,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     data = subparsers.add_parser("data", help="the Twitter dataset: images, per-fold LMDBs, ILSVRC mean")
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
-    p = dsub.add_parser("fetch", help="download and unpack the Twitter images, list missing ones")
-    p.add_argument("--dest", default="data/twitter")
-    p.add_argument("--mirror", help="folder holding twitter.zip")
+    p = dsub.add_parser(
+        "fetch",
+        help="the 1269 Twitter images and the ground-truth lists, each file sha256-checked against the "
+        "committed manifest (resumable; names every file missing or wrong)",
+    )
+    p.add_argument("--dest", default="data/twitter", help="gets images/ and ground_truth/")
+    p.add_argument(
+        "--source",
+        choices=["auto", "original", "github"],
+        default="auto",
+        help="original: the dataset page's zip archive; github: the public GitHub copy file by file; "
+        "auto: the archive, then GitHub for whatever it lacked",
+    )
+    p.add_argument(
+        "--mirror",
+        help="local copy tried first: a folder holding images/ (and ground_truth/), or the files directly, "
+        "or twitter/images/, or twitter.zip",
+    )
+    p.add_argument("--offline", action="store_true", help="never use the network (DEST and --mirror only)")
     p.add_argument("--url", action="append", help="archive URL to try (repeatable; overrides defaults)")
-    p.add_argument("--splits", default="splits")
-    p.add_argument("--strict", action="store_true", help="exit non-zero when split images are missing")
+    p.add_argument("--github", metavar="BASE", help="base URL of the GitHub copy (images/, ground_truth/)")
+    p.add_argument("--jobs", type=int, default=8, help="GitHub downloads at a time")
+    p.add_argument("--splits", default="splits", help="also list split-file images missing (FILE:LINE: id)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_data_fetch)
+    p = dsub.add_parser(
+        "manifest", help="write `sha256  name` for every file of FOLDER (how twitter_images.sha256 was made)"
+    )
+    p.add_argument("folder", metavar="FOLDER")
+    p.add_argument("--out", required=True, help="the manifest file to write")
+    p.set_defaults(func=run_data_manifest)
     p = dsub.add_parser("lmdb", help="train/test LMDBs and mean of one fold (cached)")
     p.add_argument("--subset", choices=["five", "four", "three"], default="five")
     p.add_argument("--fold", default="all", help="1..5 or all")

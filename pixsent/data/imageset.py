@@ -185,7 +185,8 @@ def convert_imageset(
                 if strict:
                     raise DataError(f"{where}: cannot read image {_join(str(root), job.path)}")
                 report.skipped.append(f"{where}: {job.path}")
-                print(f"convert_imageset: skipped unreadable image {job.path} ({where})", file=sys.stderr)
+                why = "unreadable" if os.path.exists(_join(str(root), job.path)) else "missing"
+                print(f"convert_imageset: skipped {why} image {job.path} ({where})", file=sys.stderr)
                 continue
             if check_size and not encoded:
                 size = _data_size(value)

@@ -136,6 +136,11 @@ def predict_arrays(net, images: Sequence[np.ndarray], cfg: EvalConfig) -> np.nda
 
 def read_list(list_file: Path) -> list[tuple[str, int]]:
     """``path label`` lines of a split file (DataError naming file and line on a malformed line)."""
+    return [(path, label) for _, path, label in read_list_lines(list_file)]
+
+
+def read_list_lines(list_file: Path) -> list[tuple[int, str, int]]:
+    """(line number, path, label) of every entry of a split file, as ``read_list`` checks them."""
     items = []
     for n, line in enumerate(Path(list_file).read_text().splitlines(), 1):
         if not line.strip():
@@ -143,36 +148,58 @@ def read_list(list_file: Path) -> list[tuple[str, int]]:
         parts = line.rsplit(None, 1)
         if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
             raise DataError(f"{list_file}:{n}: expected 'path label', got {line!r}")
-        items.append((parts[0], int(parts[1])))
+        items.append((n, parts[0], int(parts[1])))
     return items
+
+
+def unreadable_images(image_root: Path, list_file: Path, entries: list[tuple[int, str, int]]) -> list[str]:
+    """``LIST:LINE: ...`` for every listed image that is missing or that the evaluation's decoder (pycaffe's
+    load_image) cannot read; a full decode, a few ms per image."""
+    from pixsent.caffe import io as caffe_io
+
+    bad = []
+    for n, p, _ in entries:
+        path = Path(image_root) / p
+        if not path.is_file():
+            bad.append(f"{list_file}:{n}: {p}: not found under {image_root}")
+            continue
+        try:
+            caffe_io.load_image(str(path))
+        except DataError as exc:
+            bad.append(f"{list_file}:{n}: {exc}")
+    return bad
 
 
 def evaluate_list(
     deploy: Path, weights: Path, image_root: Path, list_file: Path, cfg: EvalConfig
 ) -> Predictions:
-    """Centre-crop and oversampled predictions for every image of a split file."""
+    """Centre-crop and oversampled predictions for every image of a split file.
+
+    No image is left out: every one that is missing or cannot be decoded is named (list file, line, path)
+    in one DataError before the net is opened.
+    """
     from tqdm import tqdm
 
-    items = read_list(list_file)
-    missing = [p for p, _ in items if not (Path(image_root) / p).is_file()]
-    if missing:
+    entries = read_list_lines(list_file)
+    bad = unreadable_images(image_root, list_file, entries)
+    if bad:
         raise DataError(
-            f"{list_file}: {len(missing)} test images missing under {image_root} (first: {missing[0]}); "
-            "run `pixsent data fetch` (or pass MIRROR=dir)"
+            f"{list_file}: {len(bad)} test image(s) missing or unreadable: {'; '.join(bad)}; "
+            "run `pixsent data fetch` (or pass MIRROR=dir) to get verified copies"
         )
     net = open_net(deploy, weights, cfg.device)
     crops = []
-    bar = tqdm(total=len(items), desc="evaluate", unit="img", disable=not cfg.progress, file=None)
-    for start in range(0, len(items), cfg.images_per_batch):
-        chunk = items[start : start + cfg.images_per_batch]
-        imgs = [load_resized(Path(image_root) / p, cfg.image_dims) for p, _ in chunk]
+    bar = tqdm(total=len(entries), desc="evaluate", unit="img", disable=not cfg.progress, file=None)
+    for start in range(0, len(entries), cfg.images_per_batch):
+        chunk = entries[start : start + cfg.images_per_batch]
+        imgs = [load_resized(Path(image_root) / p, cfg.image_dims) for _, p, _ in chunk]
         crops.append(predict_arrays(net, imgs, cfg))
         bar.update(len(chunk))
     bar.close()
     allc = np.concatenate(crops)
     return Predictions(
-        names=[p for p, _ in items],
-        labels=np.array([lab for _, lab in items], dtype=np.int64),
+        names=[p for _, p, _ in entries],
+        labels=np.array([lab for _, _, lab in entries], dtype=np.int64),
         center=allc[:, CENTRE_CROP],
         oversample=allc.mean(1),
         crops=allc,

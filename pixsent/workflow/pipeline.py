@@ -193,15 +193,16 @@ def step_splits(cfg: FoldConfig, run: RunPaths) -> str:
 
 
 def image_root(cfg: FoldConfig, list_file: Path | None = None) -> Path:
-    """DATA/twitter/images, DATA/images, DATA, data/twitter/images or MIRROR/images: the first holding the
-    first image ``list_file`` names (DATA=data/twitter must not stop at a folder that only holds images/),
-    else the first that exists; an error naming `pixsent data fetch` when none does."""
+    """DATA/twitter/images, DATA/images, DATA, data/twitter/images, MIRROR/images or MIRROR/twitter/images:
+    the first holding the first image ``list_file`` names (DATA=data/twitter must not stop at a folder that
+    only holds images/), else the first that exists; an error naming `pixsent data fetch` when none does."""
     cands = (
         cfg.images and Path(cfg.images) / "twitter/images",
         cfg.images and Path(cfg.images) / "images",
         cfg.images,
         Path("data/twitter/images"),
         cfg.mirror and Path(cfg.mirror) / "images",
+        cfg.mirror and Path(cfg.mirror) / "twitter/images",
     )
     found = [Path(c) for c in cands if c is not None and Path(c).is_dir()]
     probe = _first_image(list_file) if list_file is not None else None
@@ -232,7 +233,8 @@ def lmdb_dir(cfg: FoldConfig) -> Path:
 
 def step_lmdb(cfg: FoldConfig, run: RunPaths) -> str:
     """Train (shuffled, seeded) and test LMDBs of the fold, resized square as the paper (cached by a
-    stamp)."""
+    stamp). Images that cannot be read are skipped, as Caffe's convert_imageset does, and named (list file,
+    line, path) on stderr and in the stamps, also when a cached build is reused."""
     from pixsent.data.imageset import convert_imageset
 
     recipe = get_recipe(cfg.recipe)
@@ -248,13 +250,17 @@ def step_lmdb(cfg: FoldConfig, run: RunPaths) -> str:
     }
     stamp_inputs = {k: v for k, v in inputs.items() if k != "dbs"}
     if is_done(run, "lmdb", inputs):
+        _say_skipped(read_stamp(run, "lmdb").info.get("skipped", []), out)
         return "cached"
     if (out / "train_lmdb").is_dir() and (out / "test_lmdb").is_dir() and _lmdb_stamp_ok(out, stamp_inputs):
-        mark_done(run, "lmdb", inputs, [], lmdb=str(out))  # built by another run with the same inputs
+        skipped = _lmdb_skipped(out)
+        _say_skipped(skipped, out)
+        mark_done(run, "lmdb", inputs, [], lmdb=str(out), skipped=skipped)  # built by another run
         return "cached"
     out.mkdir(parents=True, exist_ok=True)
+    skipped: list[str] = []
     for name, shuffle in (("train", True), ("test", False)):
-        convert_imageset(
+        report = convert_imageset(
             root,
             run.dir / f"{name}.txt",
             out / f"{name}_lmdb",
@@ -265,10 +271,27 @@ def step_lmdb(cfg: FoldConfig, run: RunPaths) -> str:
             overwrite=True,
             progress=cfg.progress,
         )
-    write_json(out / "pipeline-stamp.json", {"digest": _digest(stamp_inputs)})
+        skipped += report.skipped
+    write_json(out / "pipeline-stamp.json", {"digest": _digest(stamp_inputs), "skipped": skipped})
     inputs["dbs"] = [file_fingerprint(out / "train_lmdb"), file_fingerprint(out / "test_lmdb")]
-    mark_done(run, "lmdb", inputs, [], lmdb=str(out))
+    _say_skipped(skipped, out)
+    mark_done(run, "lmdb", inputs, [], lmdb=str(out), skipped=skipped)
     return "done"
+
+
+def _lmdb_skipped(out: Path) -> list[str]:
+    """The images a cached LMDB build skipped, as its pipeline stamp recorded them."""
+    import json
+
+    return list(json.loads((out / "pipeline-stamp.json").read_text()).get("skipped", []))
+
+
+def _say_skipped(skipped: list[str], out: Path) -> None:
+    """Name every image left out of the fold's LMDBs (``LIST:LINE: path``)."""
+    if skipped:
+        say(f"lmdb {out}: {len(skipped)} image(s) missing or unreadable, left out as Caffe does:")
+        for line in skipped:
+            say(f"  {line}")
 
 
 def _digest(obj: dict) -> str:

@@ -2,8 +2,7 @@
 
 Split files: the 5-fold (image_id, label) lists of the five/four/three-agree subsets that Campos et al.
 published in imatge-upc/sentiment-2017-imavis (ground_truth/), checked against splits/SHA256SUMS.
-Images: the DeepSent Twitter archive from its project page; the archive's file name and checksum are not
-published in a machine-readable place, so the URLs below are best-effort and `--url` overrides them.
+Images: pixsent.recipes.paper.twitter (either public home, every file checked against a committed manifest).
 Per-fold LMDBs follow the paper: 256x256 bilinear resize, training list shuffled (fixed seed), the test
 list in file order, and the training-set mean beside them; builds are cached by a stamp of their inputs.
 """
@@ -14,7 +13,6 @@ import hashlib
 import json
 import shutil
 import sys
-import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,14 +27,6 @@ SPLIT_URL = (
     "https://raw.githubusercontent.com/imatge-upc/sentiment-2017-imavis/master/ground_truth/"
     "{subset}_agrees/test{fold}/{name}.txt"
 )
-# The paper's README points to the DeepSent project page for the images; its archive is tried first
-# from there, then from the Wayback Machine copy of the same address (the original host is often down).
-TWITTER_PAGE = "https://www.cs.rochester.edu/u/qyou/DeepSent/deepsentiment.html"
-TWITTER_ARCHIVE_URLS = (
-    "https://www.cs.rochester.edu/u/qyou/DeepSent/twitter.zip",
-    "http://web.archive.org/web/2017/https://www.cs.rochester.edu/u/qyou/DeepSent/twitter.zip",
-)
-TWITTER_ARCHIVE_NAME = "twitter.zip"
 ILSVRC_MEAN_URL = (
     "https://raw.githubusercontent.com/BVLC/caffe/master/python/caffe/imagenet/ilsvrc_2012_mean.npy"
 )
@@ -160,53 +150,6 @@ def missing_images(images: str | Path, splits: str | Path) -> list[str]:
         for ident, where in sorted(split_image_ids(splits).items())
         if not (images / ident).is_file()
     ]
-
-
-def _unpack(archive: Path, images: Path) -> int:
-    """Unzip into a temporary folder, flatten it (split files name images by bare file name) and rename it
-    to IMAGES only when complete."""
-    import tempfile
-
-    from pixsent.formats.atomic import atomic_path
-
-    try:
-        zf = zipfile.ZipFile(archive)
-    except zipfile.BadZipFile:
-        raise DataError(f"{archive}: not a zip archive") from None
-    images.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{images.name}.unpack-", dir=images.parent))
-    try:
-        with zf:
-            zf.extractall(scratch)
-        files = [p for p in scratch.rglob("*") if p.is_file() and "__MACOSX" not in p.parts]
-        with atomic_path(images) as tmp:
-            tmp.mkdir()
-            for p in files:
-                target = tmp / p.name
-                if not target.exists():
-                    p.rename(target)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return len(files)
-
-
-def fetch_images(
-    dest: str | Path = REPO / "data" / "twitter",
-    *,
-    mirror: str | Path | None = None,
-    urls: tuple[str, ...] = TWITTER_ARCHIVE_URLS,
-    splits: str | Path = REPO / "splits",
-    sha256: str | None = None,
-) -> tuple[Path, list[str]]:
-    """Download (resumable) and unpack the Twitter images to DEST/images; returns it and the missing ids."""
-    dest = Path(dest)
-    images = dest / "images"
-    archive = dest / TWITTER_ARCHIVE_NAME
-    if not images.is_dir():
-        mirrors = _mirror_candidates(mirror, TWITTER_ARCHIVE_NAME, ("", "twitter"))
-        fetch_file(urls, archive, sha256=sha256, mirrors=mirrors)
-        _unpack(archive, images)
-    return images, missing_images(images, splits)
 
 
 def fetch_ilsvrc_mean(dest: str | Path = REPO / "data", *, mirror: str | Path | None = None) -> Path:
@@ -336,7 +279,9 @@ def ensure_fold_lmdbs(
     atomic_write_text(data.stamp, json.dumps({"inputs": inputs, "skipped": skipped}, indent=1) + "\n")
     if skipped:
         print(
-            f"data lmdb: {len(skipped)} images missing or unreadable (listed in {data.stamp})",
+            f"data lmdb: {len(skipped)} images missing or unreadable, left out (listed in {data.stamp}):",
+            *(f"  {line}" for line in skipped),
+            sep="\n",
             file=sys.stderr,
         )
     return FoldData(**{**asdict(data), "built": True})
