@@ -268,13 +268,11 @@ def test_mirror_layouts_and_a_corrupt_mirror_copy(tw, manifest, tmp_path):
     assert fixed.ok and fixed.copied == 1
 
 
-@pytest.mark.parametrize("layout", ["twitter", "data"])
-def test_data_fetch_from_the_shared_mirror(tw, shared_data, tmp_path, capsys, layout):
-    """All 1272 files (1269 images, 3 lists) verified from ../shared/data/twitter (images/ inside) or
-    ../shared/data (twitter/images/ inside), offline; a second call keeps them all."""
-    mirror = tw if layout == "twitter" else shared_data
+def test_data_fetch_from_the_shared_mirror(tw, shared_data, tmp_path, capsys):
+    """All 1272 files (1269 images, 3 lists) verified from ../shared/data/twitter (images/ inside), offline;
+    a second call keeps them all."""
     dest = tmp_path / "twitter"
-    argv = ["data", "fetch", "--dest", str(dest), "--mirror", str(mirror), "--offline", "--quiet"]
+    argv = ["data", "fetch", "--dest", str(dest), "--mirror", str(tw), "--offline", "--quiet"]
     rc = main([*argv, "--splits", str(shared_data / "splits")])
     captured = capsys.readouterr()
     assert rc == 0 and captured.out == "", captured.out
@@ -284,6 +282,17 @@ def test_data_fetch_from_the_shared_mirror(tw, shared_data, tmp_path, capsys, la
         main(["data", "fetch", "--dest", str(dest), "--offline", "--quiet", "--splits", str(tmp_path)]) == 0
     )
     assert "1272 already there" in capsys.readouterr().err
+
+
+def test_shared_data_folder_as_mirror(tw, shared_data, manifest, tmp_path):
+    """make's default MIRROR, ../shared/data, holds them under twitter/images and twitter/ground_truth."""
+    items = _some_items(tw, manifest, 3) + twitter.read_manifest(
+        twitter.GROUND_TRUTH_MANIFEST, "ground_truth"
+    )
+    report = twitter.fetch_twitter(
+        tmp_path / "tw", mirror=shared_data, offline=True, items=items, progress=False
+    )
+    assert report.ok and report.copied == 6
 
 
 def test_data_fetch_names_every_missing_file_and_exits_1(tw, shared_data, tmp_path, capsys):
