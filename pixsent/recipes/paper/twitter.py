@@ -131,7 +131,7 @@ class FetchReport:
 
     def summary(self) -> str:
         got = self.total - len(self.unresolved)
-        how = f"{self.kept} already there, {self.copied} from the mirror, {self.extracted} from the original "
+        how = f"{self.kept} already there, {self.copied} from the mirror, {self.extracted} from the zip "
         how += f"archive, {self.downloaded} from GitHub"
         return (
             f"twitter: {got} of {self.total} files verified in {self.dest} ({how}); "
