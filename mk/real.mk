@@ -1,10 +1,12 @@
 # The paper's protocol on the real Twitter images with a downloadable ImageNet backbone (issue: real data).
 # `make real` trains the 5 five-agree folds (hours on a CPU; resumable: run it again after an interruption),
 # then writes results/<REAL_NAME>/ (table beside the paper's rows, per-fold metrics, logs, curves).
+# REAL_DATA: the image folder (default the reference copy beside the checkout; `make data` then
+# REAL_DATA=data/twitter/images for a fetched one); REAL_MIRROR: where the model files are found offline.
 REAL_INIT ?= squeezenet-dc
 REAL_VARIANT ?= fc8_twitter
-REAL_DATA ?= $(or $(DATA),$(SHARED)/data/twitter)
-REAL_MIRROR ?= $(or $(MIRROR),$(SHARED)/models/squeezenet_dc)
+REAL_DATA ?= $(SHARED)/data/twitter
+REAL_MIRROR ?= $(SHARED)/models/squeezenet_dc
 REAL_RUNS ?= runs/real
 REAL_LMDB ?= $(REAL_RUNS)/lmdb
 REAL_MODELS ?= models
