@@ -1,55 +1,82 @@
-"""Per-net execution context: device, phase, seeded RNGs and the data-parallel rank (one dataclass)."""
+"""Per-net execution context: device, phase, the random streams and the data-parallel rank (one dataclass).
+
+Random numbers follow Caffe (see ``pixsent.engine.rng``): a net draws fillers, data-layer seeds and Dropout
+masks from the calling thread's Caffe generator (``rng.current()``, seeded by ``set_random_seed``), or,
+when built with an explicit ``seed``, from a generator of its own seeded with it. ``PIXSENT_RNG=torch``
+(or ``rng_mode="torch"``) draws fillers and Dropout masks from torch generators instead: faster for big
+nets and on GPUs, but not Caffe's numbers.
+"""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import torch
 
 from pixsent.caffe.proto import caffe_pb2
+from pixsent.engine import rng as caffe_rng
+from pixsent.engine.rng import CaffeRng
 
-_GLOBAL_SEED: list[int | None] = [None]
+RNG_MODES = ("caffe", "torch")
 
 
 def set_random_seed(seed: int) -> None:
     """Caffe::set_random_seed: nets built afterwards draw fillers, crops and dropout masks from ``seed``."""
-    _GLOBAL_SEED[0] = int(seed)
+    caffe_rng.set_random_seed(int(seed))
     torch.manual_seed(int(seed))
 
 
-def default_seed() -> int:
-    """The seed a new context uses: the last set_random_seed value, else one drawn from torch's RNG."""
-    if _GLOBAL_SEED[0] is not None:
-        return _GLOBAL_SEED[0]
-    return int(torch.randint(0, 2**62, (1,)).item())
+def default_rng_mode() -> str:
+    """``PIXSENT_RNG`` (caffe or torch), caffe when unset."""
+    mode = os.environ.get("PIXSENT_RNG", "caffe").strip().lower() or "caffe"
+    if mode not in RNG_MODES:
+        from pixsent.errors import PixsentError
+
+        raise PixsentError(f"PIXSENT_RNG={mode!r}: use caffe or torch")
+    return mode
 
 
 @dataclass
 class NetContext:
-    """Where and how a net runs; the generators make fillers, data order and dropout reproducible.
-
-    Caffe's own RNG streams (boost mt19937) are not reproduced: a seed gives a fixed, but different,
-    sequence of filler values, crop offsets and dropout masks.
-    """
+    """Where and how a net runs, and which random streams it draws from."""
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     phase: int = caffe_pb2.TEST
     seed: int | None = None
     rank: int = 0
     world_size: int = 1
+    rng_mode: str = field(default_factory=default_rng_mode)
     generator: torch.Generator = field(init=False, repr=False)
     device_generator: torch.Generator = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.device = torch.device(self.device)
-        if self.seed is None:
-            self.seed = default_seed()
+        self._own_rng = CaffeRng(self.seed) if self.seed is not None else None
+        if self.rng_mode not in RNG_MODES:
+            raise ValueError(f"rng_mode {self.rng_mode!r}: use caffe or torch")
+        # the torch generators serve rng_mode torch; seeding them from torch's RNG leaves Caffe's stream alone
+        torch_seed = int(self.seed) if self.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
         self.generator = torch.Generator(device="cpu")
-        self.generator.manual_seed(int(self.seed))
+        self.generator.manual_seed(torch_seed)
         self.device_generator = torch.Generator(device=self.device)
-        self.device_generator.manual_seed(int(self.seed) + 1)
+        self.device_generator.manual_seed(torch_seed + 1)
 
     @property
     def train(self) -> bool:
         """True in the TRAIN phase."""
         return self.phase == caffe_pb2.TRAIN
+
+    @property
+    def rng(self) -> CaffeRng:
+        """The Caffe generator this net draws from now: its own (explicit seed) or the thread's."""
+        return self._own_rng if self._own_rng is not None else caffe_rng.current()
+
+    @property
+    def torch_rng(self) -> bool:
+        """True when fillers and Dropout use the torch generators (``rng_mode`` torch)."""
+        return self.rng_mode == "torch"
+
+    def filler_rng(self) -> CaffeRng | torch.Generator:
+        """What fillers draw from: the Caffe generator, or the torch one in ``rng_mode`` torch."""
+        return self.generator if self.torch_rng else self.rng

@@ -1,8 +1,18 @@
-"""Caffe's weight fillers (filler.hpp), one function each in a registry keyed by FillerParameter.type.
+"""Caffe's weight fillers (include/caffe/filler.hpp), one function each in a registry keyed by type.
 
-Fan-in and fan-out follow Caffe: fan_in = count / shape[0], fan_out = count / shape[1] (count when the
-blob has one axis). Values are drawn from a seeded torch.Generator, so a seed reproduces pixsent's
-initialisation but not Caffe's boost RNG stream.
+With a ``CaffeRng`` (the default) the values are Caffe's, bit for bit, and the generator advances exactly
+as Caffe's does; with a ``torch.Generator`` (``PIXSENT_RNG=torch``) they only have Caffe's distribution.
+What filler.hpp does, in float32:
+
+- constant: ``value``. uniform: caffe_rng_uniform(min, max). gaussian: caffe_rng_gaussian(mean, std); with
+  ``sparse`` s >= 0, then one float bernoulli(s / shape[0]) per value, zeroing the losers.
+- xavier: uniform(-sqrt(3/n), sqrt(3/n)); msra: gaussian(0, sqrt(2/n)); n = fan_in = count / shape[0]
+  (integer division), fan_out = count / shape[1] (count for one axis), or their mean (in float) by
+  ``variance_norm``.
+- positive_unitball: uniform(0, 1), then each row (everything after axis 0) divided by its sum, summed in
+  order in float. bilinear: no draws, ``(1 - |x/f - c|) * (1 - |y/f - c|)`` with f = ceil(k/2),
+  c = (2f - 1 - f%2) / (2f), for square 4-D kernels.
+- Every type but gaussian rejects ``sparse`` (Caffe CHECKs it is -1).
 """
 
 from __future__ import annotations
@@ -10,12 +20,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from pixsent.caffe.proto import caffe_pb2
+from pixsent.engine.rng import CaffeRng
 from pixsent.errors import NetError
 
-Filler = Callable[[tuple[int, ...], caffe_pb2.FillerParameter, torch.Generator], torch.Tensor]
+F32 = np.float32
+Rng = CaffeRng | torch.Generator
+Filler = Callable[[tuple[int, ...], caffe_pb2.FillerParameter, Rng], np.ndarray]
 FILLERS: dict[str, Filler] = {}
 
 
@@ -29,91 +43,123 @@ def register_filler(name: str) -> Callable[[Filler], Filler]:
     return decorate
 
 
-def _fans(shape: tuple[int, ...]) -> tuple[float, float]:
+def _uniform(n: int, lo: float, hi: float, rng: Rng) -> np.ndarray:
+    if isinstance(rng, CaffeRng):
+        return rng.uniform(n, lo, hi)
+    return (torch.rand(n, generator=rng, dtype=torch.float32) * (hi - lo) + lo).numpy()
+
+
+def _gaussian(n: int, mean: float, std: float, rng: Rng) -> np.ndarray:
+    if isinstance(rng, CaffeRng):
+        try:
+            return rng.gaussian(n, mean, std)
+        except ValueError:
+            raise NetError(f"gaussian filler: std must be positive, got {std} (Caffe aborts)") from None
+    return (torch.randn(n, generator=rng, dtype=torch.float32) * std + mean).numpy()
+
+
+def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
     count = math.prod(shape)
-    fan_in = count / shape[0] if shape else 1
-    fan_out = count / shape[1] if len(shape) > 1 else count
-    return float(fan_in), float(fan_out)
+    fan_in = count // shape[0] if shape else 1
+    fan_out = count // shape[1] if len(shape) > 1 else count
+    return fan_in, fan_out
 
 
-def _norm(shape: tuple[int, ...], p: caffe_pb2.FillerParameter) -> float:
-    """The n of xavier/msra: fan_in, fan_out or their mean by ``variance_norm``."""
+def _norm(shape: tuple[int, ...], p: caffe_pb2.FillerParameter) -> np.float32:
+    """The n of xavier/msra: fan_in, fan_out or their mean (float) by ``variance_norm``."""
     fan_in, fan_out = _fans(shape)
     if p.variance_norm == caffe_pb2.FillerParameter.FAN_OUT:
-        return fan_out
+        return F32(fan_out)
     if p.variance_norm == caffe_pb2.FillerParameter.AVERAGE:
-        return (fan_in + fan_out) / 2
-    return fan_in
+        return F32(fan_in + fan_out) / F32(2)
+    return F32(fan_in)
 
 
-def _uniform(shape: tuple[int, ...], lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
-    return torch.rand(shape, generator=g, dtype=torch.float32) * (hi - lo) + lo
+def _no_sparse(p: caffe_pb2.FillerParameter) -> None:
+    if p.sparse != -1:
+        raise NetError(f"{p.type} filler: sparsity (sparse: {p.sparse}) is only supported by gaussian")
 
 
 @register_filler("constant")
-def constant(shape: tuple[int, ...], p: caffe_pb2.FillerParameter, g: torch.Generator) -> torch.Tensor:
-    """Every value ``value`` (default 0)."""
-    return torch.full(shape, float(p.value), dtype=torch.float32)
+def constant(shape: tuple[int, ...], p: caffe_pb2.FillerParameter, rng: Rng) -> np.ndarray:
+    """Every value ``value`` (default 0); no draws."""
+    _no_sparse(p)
+    return np.full(math.prod(shape), F32(p.value), dtype=F32)
 
 
 @register_filler("uniform")
-def uniform(shape: tuple[int, ...], p: caffe_pb2.FillerParameter, g: torch.Generator) -> torch.Tensor:
+def uniform(shape: tuple[int, ...], p: caffe_pb2.FillerParameter, rng: Rng) -> np.ndarray:
     """Uniform on [min, max] (defaults 0, 1)."""
-    return _uniform(shape, float(p.min), float(p.max), g)
+    _no_sparse(p)
+    return _uniform(math.prod(shape), float(p.min), float(p.max), rng)
 
 
 @register_filler("gaussian")
-def gaussian(shape: tuple[int, ...], p: caffe_pb2.FillerParameter, g: torch.Generator) -> torch.Tensor:
+def gaussian(shape: tuple[int, ...], p: caffe_pb2.FillerParameter, rng: Rng) -> np.ndarray:
     """Normal(mean, std); with ``sparse`` s, each value is kept with probability s / shape[0] (else 0)."""
-    out = torch.randn(shape, generator=g, dtype=torch.float32) * float(p.std) + float(p.mean)
+    n = math.prod(shape)
+    out = _gaussian(n, float(p.mean), float(p.std), rng)
     if p.sparse >= 0:
-        if len(shape) < 2:
-            raise NetError("gaussian filler with sparse needs a blob with at least 2 axes")
-        keep = float(p.sparse) / shape[0]
-        out = out * (torch.rand(shape, generator=g) < keep).float()
+        if not shape:
+            raise NetError("gaussian filler with sparse needs a blob with at least 1 axis")
+        keep_p = F32(p.sparse) / F32(shape[0])
+        if isinstance(rng, CaffeRng):
+            if keep_p > 1:
+                raise NetError(f"gaussian filler: sparse {p.sparse} above the {shape[0]} outputs")
+            keep = rng.bernoulli(n, float(keep_p), np.float32)
+        else:
+            keep = (torch.rand(n, generator=rng) < float(keep_p)).numpy()
+        out = out * keep.astype(F32)
     return out
 
 
 @register_filler("positive_unitball")
-def positive_unitball(
-    shape: tuple[int, ...], p: caffe_pb2.FillerParameter, g: torch.Generator
-) -> torch.Tensor:
-    """Uniform [0, 1) values, each row (everything after axis 0) scaled to sum to 1."""
-    out = torch.rand(shape, generator=g, dtype=torch.float32)
-    flat = out.reshape(shape[0], -1)
-    return (flat / flat.sum(dim=1, keepdim=True)).reshape(shape)
+def positive_unitball(shape: tuple[int, ...], p: caffe_pb2.FillerParameter, rng: Rng) -> np.ndarray:
+    """Uniform [0, 1] values, each row (everything after axis 0) divided by its (sequential float) sum."""
+    _no_sparse(p)
+    n = math.prod(shape)
+    rows = _uniform(n, 0.0, 1.0, rng).reshape(shape[0], -1)
+    if rows.shape[1] == 0:
+        raise NetError(f"positive_unitball filler: empty rows in shape {shape}")
+    sums = np.cumsum(rows, axis=1, dtype=F32)[:, -1:]
+    return (rows / sums).reshape(-1)
 
 
 @register_filler("xavier")
-def xavier(shape: tuple[int, ...], p: caffe_pb2.FillerParameter, g: torch.Generator) -> torch.Tensor:
+def xavier(shape: tuple[int, ...], p: caffe_pb2.FillerParameter, rng: Rng) -> np.ndarray:
     """Uniform on [-sqrt(3/n), sqrt(3/n)], n by variance_norm (default fan_in)."""
-    scale = math.sqrt(3.0 / _norm(shape, p))
-    return _uniform(shape, -scale, scale, g)
+    _no_sparse(p)
+    scale = F32(math.sqrt(F32(3) / _norm(shape, p)))
+    return _uniform(math.prod(shape), float(-scale), float(scale), rng)
 
 
 @register_filler("msra")
-def msra(shape: tuple[int, ...], p: caffe_pb2.FillerParameter, g: torch.Generator) -> torch.Tensor:
+def msra(shape: tuple[int, ...], p: caffe_pb2.FillerParameter, rng: Rng) -> np.ndarray:
     """Normal(0, sqrt(2/n)), n by variance_norm (default fan_in)."""
-    return torch.randn(shape, generator=g, dtype=torch.float32) * math.sqrt(2.0 / _norm(shape, p))
+    _no_sparse(p)
+    std = F32(math.sqrt(F32(2) / _norm(shape, p)))
+    return _gaussian(math.prod(shape), 0.0, float(std), rng)
 
 
 @register_filler("bilinear")
-def bilinear(shape: tuple[int, ...], p: caffe_pb2.FillerParameter, g: torch.Generator) -> torch.Tensor:
-    """Bilinear upsampling kernel for Deconvolution: f = ceil(k/2), c = (2f - 1 - f%2) / (2f)."""
+def bilinear(shape: tuple[int, ...], p: caffe_pb2.FillerParameter, rng: Rng) -> np.ndarray:
+    """Bilinear upsampling kernel for Deconvolution: f = ceil(k/2), c = (2f - 1 - f%2) / (2f), in float."""
+    _no_sparse(p)
     if len(shape) != 4 or shape[2] != shape[3]:
         raise NetError(f"bilinear filler needs a 4-D blob with square kernels, got {shape}")
     k = shape[3]
-    f = math.ceil(k / 2)
-    c = (2 * f - 1 - f % 2) / (2.0 * f)
-    x = torch.arange(k, dtype=torch.float64)
-    w = 1 - torch.abs(x / f - c)
-    kernel = (w[:, None] * w[None, :]).to(torch.float32)
-    return kernel.expand(shape).clone()
+    f = math.ceil(k / 2.0)
+    c = F32((2 * f - 1 - f % 2) / (2.0 * f))
+    x = np.arange(k, dtype=F32)
+    w = F32(1) - np.abs(x / F32(f) - c)
+    return np.broadcast_to(w[:, None] * w[None, :], shape).reshape(-1).copy()
 
 
-def fill(shape: tuple[int, ...], p: caffe_pb2.FillerParameter, g: torch.Generator) -> torch.Tensor:
-    """A float32 CPU tensor of ``shape`` filled as ``p`` says."""
+def fill(shape: tuple[int, ...], p: caffe_pb2.FillerParameter, rng: Rng) -> torch.Tensor:
+    """A float32 CPU tensor of ``shape`` filled as ``p`` says, drawing from ``rng``."""
     fn = FILLERS.get(p.type)
     if fn is None:
         raise NetError(f"unknown filler type {p.type!r} (known: {', '.join(sorted(FILLERS))})")
-    return fn(tuple(int(d) for d in shape), p, g)
+    shape = tuple(int(d) for d in shape)
+    values = np.ascontiguousarray(fn(shape, p, rng), dtype=F32)
+    return torch.from_numpy(values.reshape(shape))

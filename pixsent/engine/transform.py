@@ -1,7 +1,9 @@
 """Caffe's DataTransformer: crop, mirror, mean subtraction and scale of one C x H x W image, in float32.
 
 Per image (data_transformer.cpp): the mirror coin is drawn first (only when ``mirror: true``), then in
-TRAIN a crop offset uniform in [0, H - crop] and [0, W - crop]; TEST crops the centre ((H - crop) // 2).
+TRAIN the crop offsets h then w; TEST crops the centre ((H - crop) // 2). Each draw is Caffe's ``Rand(n)``:
+one raw 32-bit output of the transformer's own mt19937 modulo n. That generator exists only when something
+is random (``mirror``, or a TRAIN crop); Caffe seeds it from the layer's generator (see layers/data.py).
 Each output value is (pixel - mean) * scale in float32, the mean being the mean image's pixel at the
 same (uncropped, unmirrored) position, or the per-channel mean_value (one value applies to every channel).
 """
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pixsent.caffe.proto import caffe_pb2
+from pixsent.engine.rng import CaffeRng
 from pixsent.errors import DataError, PixsentError
 
 
@@ -29,7 +32,7 @@ class DataTransformer:
     """Applies a TransformationParameter to uint8 (or float) C x H x W arrays."""
 
     def __init__(
-        self, param: caffe_pb2.TransformationParameter, phase: int, rng: np.random.Generator, layer: str = ""
+        self, param: caffe_pb2.TransformationParameter, phase: int, rng: CaffeRng | None, layer: str = ""
     ) -> None:
         self.param = param
         self.train = phase == caffe_pb2.TRAIN
@@ -53,23 +56,26 @@ class DataTransformer:
         elif param.mean_value:
             self.mean_values = np.asarray(param.mean_value, dtype=np.float32)
 
+    @staticmethod
+    def needs_rand(param: caffe_pb2.TransformationParameter, phase: int) -> bool:
+        """Caffe's InitRand test: a generator is made only for ``mirror`` or a TRAIN-phase crop."""
+        return bool(param.mirror) or (phase == caffe_pb2.TRAIN and bool(param.crop_size))
+
     def out_shape(self, c: int, h: int, w: int) -> tuple[int, int, int]:
         """Shape of a transformed C x H x W image."""
         return (c, self.crop, self.crop) if self.crop else (c, h, w)
 
     def draw(self, h: int, w: int) -> TransformDraw:
         """Random (TRAIN) or centred (TEST) crop offsets and the mirror coin, in Caffe's draw order."""
-        mirror = bool(self.param.mirror) and bool(self.rng.integers(0, 2))
+        if self.crop and (h < self.crop or w < self.crop):
+            raise DataError(f"layer {self.layer!r}: crop_size {self.crop} larger than the image {h}x{w}")
+        rng = self.rng
+        mirror = bool(self.param.mirror) and bool(rng.rand() % 2)
         if not self.crop:
             return TransformDraw(0, 0, mirror)
-        if h < self.crop or w < self.crop:
-            raise DataError(f"layer {self.layer!r}: crop_size {self.crop} larger than the image {h}x{w}")
         if self.train:
-            return TransformDraw(
-                int(self.rng.integers(0, h - self.crop + 1)),
-                int(self.rng.integers(0, w - self.crop + 1)),
-                mirror,
-            )
+            h_off = rng.rand() % (h - self.crop + 1)
+            return TransformDraw(h_off, rng.rand() % (w - self.crop + 1), mirror)
         return TransformDraw((h - self.crop) // 2, (w - self.crop) // 2, mirror)
 
     def apply(self, image: np.ndarray, d: TransformDraw, out: np.ndarray | None = None) -> np.ndarray:

@@ -54,8 +54,9 @@ class Layer:
         raise NotImplementedError
 
     def make_param(self, shape: Shape, filler: caffe_pb2.FillerParameter) -> torch.Tensor:
-        """A new float32 parameter tensor on the context's device, filled from the context generator."""
-        values = fill(tuple(int(d) for d in shape), filler, self.ctx.generator)
+        """A new float32 parameter tensor on the context's device, filled from the net's random stream
+        (Caffe's generator unless ``rng_mode`` is torch)."""
+        values = fill(tuple(int(d) for d in shape), filler, self.ctx.filler_rng())
         return values.to(self.ctx.device)
 
     def __repr__(self) -> str:

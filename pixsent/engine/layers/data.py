@@ -1,21 +1,38 @@
-"""Data layers: Input, DummyData, Data (LMDB) and ImageData (image list), the last two prefetching."""
+"""Data layers: Input, DummyData, Data (LMDB) and ImageData (image list), the last two prefetching.
+
+Random streams as Caffe's (base_data_layer.cpp, internal_thread.cpp, data_transformer.cpp): setting up a
+prefetching layer draws from the net's generator, in order, (1) a transformer seed when the transform is
+random (mirror, or a TRAIN crop) - a generator Caffe replaces at once, (2) ImageData's shuffling seed and
+rand_skip, (3) the transformer seed kept, (4) the prefetch thread's seed (that thread's own generator, which
+nothing here draws from). Crops and mirrors then come from the transformer's generator, batch by batch.
+
+Each loaded batch carries the loader's position after it (source position and generator states); the
+layer remembers the position after the last batch it handed out, so ``rng_state`` / ``restore_rng_state``
+save and restore exactly where the next forward continues, however far the prefetch thread has run ahead.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from pixsent.caffe.proto import caffe_pb2
+from pixsent.engine import glog
+from pixsent.engine import rng as caffe_rng
 from pixsent.engine.fillers import fill
 from pixsent.engine.layers.base import Layer, Shape
+from pixsent.engine.layers.sources import ImageListSource, LMDBSource
 from pixsent.engine.registry import register_layer
 from pixsent.engine.transform import DataTransformer
-from pixsent.errors import DataError, FormatError, NetError
+from pixsent.errors import DataError, NetError
+
+Item = tuple[np.ndarray, float]
 
 
 @register_layer("Input")
@@ -71,39 +88,52 @@ class DummyData(Layer):
 
     def forward(self, bottoms: list[torch.Tensor]) -> list[torch.Tensor]:
         if self._cache is None or self.refill:
-            self._cache = [
-                fill(s, f, self.ctx.generator).to(self.ctx.device) for s, f in zip(self.shapes, self.fillers)
-            ]
+            rng = self.ctx.filler_rng()
+            self._cache = [fill(s, f, rng).to(self.ctx.device) for s, f in zip(self.shapes, self.fillers)]
         return list(self._cache)
 
 
 class _BatchLoader:
-    """Assembles transformed batches from an endless item iterator (runs on the prefetch thread)."""
+    """Assembles transformed batches from an item source (runs on the prefetch thread)."""
 
     def __init__(
         self,
-        items: Iterator[tuple[np.ndarray, float]],
+        source,
+        read_item: Callable[[], Item],
         transformer: DataTransformer,
         global_batch: int,
         lo: int,
         hi: int,
         layer: str,
     ) -> None:
-        self.items, self.transformer, self.layer = items, transformer, layer
+        self.source, self.read_item, self.transformer, self.layer = source, read_item, transformer, layer
         self.global_batch, self.lo, self.hi = global_batch, lo, hi
-        first = next(items)
-        self.pending = [first]
+        start = self.state()
+        first = read_item()  # Caffe reads the first item at set-up for the shapes, then starts from it
+        self.restore(start)
         self.item_shape = transformer.out_shape(*first[0].shape)
 
-    def _next(self) -> tuple[np.ndarray, float]:
-        return self.pending.pop() if self.pending else next(self.items)
+    def state(self) -> dict:
+        """Where the next batch starts: the source's position and the transformer generator's state."""
+        rng = self.transformer.rng
+        return {"source": self.source.state(), "transform_rng": rng.get_state() if rng is not None else None}
 
-    def load(self) -> tuple[np.ndarray, np.ndarray]:
-        """The next global batch's random draws, and this rank's slice of transformed images and labels."""
+    def restore(self, state: dict) -> None:
+        """Continue from a ``state()``."""
+        self.source.restore(state["source"])
+        rng = self.transformer.rng
+        if (state["transform_rng"] is None) != (rng is None):
+            raise DataError(f"layer {self.layer!r}: saved state and layer disagree on random transforms")
+        if rng is not None:
+            rng.set_state(state["transform_rng"])
+
+    def load(self) -> tuple[np.ndarray, np.ndarray, dict]:
+        """The next global batch's random draws, this rank's slice of transformed images and labels, and
+        the position after the batch."""
         data = np.empty((self.hi - self.lo, *self.item_shape), dtype=np.float32)
         labels = np.empty((self.hi - self.lo,), dtype=np.float32)
         for k in range(self.global_batch):
-            image, label = self._next()
+            image, label = self.read_item()
             draw = self.transformer.draw(image.shape[1], image.shape[2])
             if not self.lo <= k < self.hi:
                 continue
@@ -114,7 +144,7 @@ class _BatchLoader:
                 )
             self.transformer.apply(image, draw, out=data[k - self.lo])
             labels[k - self.lo] = label
-        return data, labels
+        return data, labels, self.state()
 
 
 class _Prefetcher:
@@ -145,7 +175,7 @@ class _Prefetcher:
             if isinstance(item, BaseException):
                 return
 
-    def get(self) -> tuple[np.ndarray, np.ndarray]:
+    def get(self) -> tuple[np.ndarray, np.ndarray, dict]:
         item = self.queue.get()
         if isinstance(item, BaseException):
             raise item
@@ -169,9 +199,19 @@ class _PrefetchingData(Layer):
     def batch_size(self) -> int:
         raise NotImplementedError
 
-    def open_source(self) -> Iterator[tuple[np.ndarray, float]]:
-        """Endless (C x H x W image, label) pairs in source order."""
+    def open_source(self, rng: caffe_rng.CaffeRng) -> tuple[object, Callable[[], Item]]:
+        """The item source (with ``state``/``restore``) and a function reading its next (C x H x W image,
+        label); set-up draws of the layer (ImageData's) come from ``rng``."""
         raise NotImplementedError
+
+    def _fingerprint(self) -> str:
+        """What a saved position depends on: the layer's type, phase, data and transform parameters."""
+        p = caffe_pb2.LayerParameter()
+        p.CopyFrom(self.param)
+        for name in ("name", "top", "bottom", "include", "exclude", "loss_weight", "param"):
+            p.ClearField(name)
+        p.data_param.ClearField("prefetch")
+        return hashlib.sha256(p.SerializeToString(deterministic=True) + bytes([self.phase])).hexdigest()
 
     def setup(self, bottom_shapes: list[Shape]) -> list[Shape]:
         if getattr(self, "_prefetcher", None) is not None:
@@ -182,32 +222,53 @@ class _PrefetchingData(Layer):
         world, rank = self.ctx.world_size, self.ctx.rank
         if b % world:
             raise NetError(f"layer {self.name!r}: batch_size {b} does not divide among {world} ranks")
-        seed = int(torch.randint(0, 2**62, (1,), generator=self.ctx.generator).item())
-        self.rng = np.random.default_rng(seed)
-        transformer = DataTransformer(self.param.transform_param, self.phase, self.rng, self.name)
+        main = self.ctx.rng
+        tp = self.param.transform_param
+        random_transform = DataTransformer.needs_rand(tp, self.phase)
+        if random_transform:
+            main.rand()  # BaseDataLayer::LayerSetUp seeds a transformer generator, replaced just below
+        transformer = DataTransformer(tp, self.phase, None, self.name)
+        source, read_item = self.open_source(main)
+        transformer.rng = caffe_rng.fork(main) if random_transform else None
+        main.rand()  # the prefetch thread's own generator (StartInternalThread); nothing draws from it here
         lo, hi = rank * b // world, (rank + 1) * b // world
-        loader = _BatchLoader(self.open_source(), transformer, b, lo, hi, self.name)
-        self._shapes = [(hi - lo, *loader.item_shape), (hi - lo,)][: len(self.param.top)]
-        self._prefetcher = _Prefetcher(loader, self.prefetch_count, self.name)
+        self._loader = _BatchLoader(source, read_item, transformer, b, lo, hi, self.name)
+        self._consumed = self._loader.state()
+        self._shapes = [(hi - lo, *self._loader.item_shape), (hi - lo,)][: len(self.param.top)]
+        self._prefetcher = _Prefetcher(self._loader, self.prefetch_count, self.name)
         return list(self._shapes)
 
     def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         return list(self._shapes)
 
     def forward(self, bottoms: list[torch.Tensor]) -> list[torch.Tensor]:
-        data, labels = self._prefetcher.get()
+        data, labels, self._consumed = self._prefetcher.get()
         dev = self.ctx.device
         tops = [torch.from_numpy(data), torch.from_numpy(labels)][: len(self.param.top)]
         if dev.type != "cpu":
             tops = [t.pin_memory().to(dev, non_blocking=True) for t in tops]
         return tops
 
+    def rng_state(self) -> dict:
+        """Where the next forward continues: source position and generator states after the last batch
+        handed out (batches the thread prefetched beyond it are not counted)."""
+        return {"fingerprint": self._fingerprint(), **self._consumed}
+
+    def restore_rng_state(self, state: dict) -> None:
+        """Continue from an ``rng_state()`` (of the same layer definition): the prefetch thread restarts."""
+        if state.get("fingerprint") != self._fingerprint():
+            raise DataError(f"layer {self.name!r}: the saved position belongs to another layer definition")
+        self.close()
+        self._loader.restore(state)
+        self._consumed = self._loader.state()
+        self._prefetcher = _Prefetcher(self._loader, self.prefetch_count, self.name)
+
     def close(self) -> None:
         """Stop the prefetch thread."""
         pf = getattr(self, "_prefetcher", None)
         if pf is not None:
             pf.stop()
-            pf.thread.join(timeout=5)
+            pf.thread.join(timeout=60)
 
     def __del__(self) -> None:
         pf = getattr(self, "_prefetcher", None)
@@ -215,102 +276,46 @@ class _PrefetchingData(Layer):
             pf.stop()
 
 
-_LMDB_LOCK = threading.Lock()
-
-
-class _LMDBSource:
-    """Endless (key, value) pairs of an LMDB in key order, wrapping around.
-
-    It reads ``chunk`` entries at a time and closes the environment in between, because an LMDB
-    environment may be open only once per process: a net kept alive must not stop other code (or a
-    second net) from opening the same database.
-    """
-
-    def __init__(self, path: str, chunk: int, owner: str = "") -> None:
-        self.path = Path(path)
-        self.chunk = max(16, chunk)
-        self.after: bytes | None = None
-        where = f"{owner}: data_param.source {str(path)!r}" if owner else str(path)
-        if not self.path.exists():
-            raise DataError(f"{where}: LMDB not found (cwd {Path.cwd()})")
-        if not self._read():
-            raise DataError(f"{where}: LMDB is empty")
-
-    def _read(self) -> list[tuple[bytes, bytes]]:
-        import lmdb
-
-        with _LMDB_LOCK:
-            try:
-                env = lmdb.open(
-                    str(self.path), readonly=True, lock=False, subdir=self.path.is_dir(), readahead=False
-                )
-            except lmdb.Error as exc:
-                raise FormatError(f"{self.path}: not an LMDB ({exc})") from None
-            try:
-                with env.begin(buffers=False) as txn:
-                    cur = txn.cursor()
-                    ok = cur.first() if self.after is None else cur.set_range(self.after)
-                    if ok and self.after is not None and cur.key() == self.after:
-                        ok = cur.next()
-                    out: list[tuple[bytes, bytes]] = []
-                    while ok and len(out) < self.chunk:
-                        out.append((cur.key(), cur.value()))
-                        ok = cur.next()
-            finally:
-                env.close()
-        return out
-
-    def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
-        while True:
-            items = self._read()
-            if not items:
-                if self.after is None:
-                    raise DataError(f"{self.path}: LMDB is empty")
-                self.after = None
-                continue
-            self.after = items[-1][0]
-            yield from items
-
-
 @register_layer("Data")
 class Data(_PrefetchingData):
     """Batches of Datums from an LMDB (data_param.source, relative to the working directory), keys in
-    order, wrapping to the first key after the last; ``rand_skip`` skips a random number of items first."""
+    order, wrapping to the first key after the last. ``rand_skip`` is ignored, as by Caffe 1.0's Data
+    layer."""
 
     def batch_size(self) -> int:
         return int(self.param.data_param.batch_size)
 
-    def open_source(self) -> Iterator[tuple[np.ndarray, float]]:
+    def open_source(self, rng: caffe_rng.CaffeRng) -> tuple[object, Callable[[], Item]]:
         p = self.param.data_param
         if p.backend != caffe_pb2.DataParameter.LMDB:
             raise NetError(f"layer {self.name!r}: only the LMDB backend is supported (set backend: LMDB)")
         self.prefetch_count = int(p.prefetch)
+        if p.rand_skip:
+            glog.warning(f"layer {self.name!r}: data_param.rand_skip is ignored (so is it by Caffe 1.0)")
         from pixsent.formats.datum import datum_to_array, parse_datum
 
-        reader = _LMDBSource(p.source, 2 * int(p.batch_size), owner=f"layer {self.name!r}")
+        reader = LMDBSource(p.source, 2 * int(p.batch_size), owner=f"layer {self.name!r}")
         is_color = not self.param.transform_param.force_gray
-        skip = int(self.rng.integers(0, p.rand_skip + 1)) if p.rand_skip else 0
 
-        def items() -> Iterator[tuple[np.ndarray, float]]:
-            for n, (key, value) in enumerate(reader):
-                if n < skip:
-                    continue
-                where = f"{p.source}: key {key.decode(errors='replace')}"
-                datum = parse_datum(value, where)
-                yield datum_to_array(datum, is_color, where), float(datum.label)
+        def read_item() -> Item:
+            key, value = reader.next()
+            where = f"{p.source}: key {key.decode(errors='replace')}"
+            datum = parse_datum(value, where)
+            return datum_to_array(datum, is_color, where), float(datum.label)
 
-        return items()
+        return reader, read_item
 
 
 @register_layer("ImageData")
 class ImageData(_PrefetchingData):
     """Batches of images listed in a text file ("path label" per line, root_folder prefixed), read with
-    OpenCV and resized to new_height x new_width with INTER_LINEAR; ``shuffle`` reshuffles every epoch."""
+    OpenCV and resized to new_height x new_width with INTER_LINEAR; ``shuffle`` reshuffles every epoch and
+    ``rand_skip`` starts at a random line below it, both from Caffe's generators."""
 
     def batch_size(self) -> int:
         return int(self.param.image_data_param.batch_size)
 
-    def open_source(self) -> Iterator[tuple[np.ndarray, float]]:
+    def open_source(self, rng: caffe_rng.CaffeRng) -> tuple[object, Callable[[], Item]]:
         import cv2
 
         p = self.param.image_data_param
@@ -332,30 +337,24 @@ class ImageData(_PrefetchingData):
             raise DataError(f"{p.source}: image list is empty")
         if p.new_height and not p.new_width or p.new_width and not p.new_height:
             raise DataError(f"layer {self.name!r}: new_height and new_width must be set together")
+        shuffle_rng = caffe_rng.fork(rng) if p.shuffle else None
+        skip = rng.rand() % p.rand_skip if p.rand_skip else 0
+        try:
+            source = ImageListSource(lines, shuffle_rng, skip)
+        except DataError as exc:
+            raise DataError(f"layer {self.name!r}: {exc}") from None
         flag = cv2.IMREAD_COLOR if p.is_color else cv2.IMREAD_GRAYSCALE
-        rng = self.rng
-        skip = int(rng.integers(0, p.rand_skip + 1)) if p.rand_skip else 0
 
-        def items() -> Iterator[tuple[np.ndarray, float]]:
-            order = list(lines)
-            if p.shuffle:
-                rng.shuffle(order)
-            n = 0
-            while True:
-                for path, label in order:
-                    n += 1
-                    if n <= skip:
-                        continue
-                    full = p.root_folder + path
-                    img = cv2.imread(full, flag)
-                    if img is None:
-                        raise DataError(f"{p.source}: could not read image {full}")
-                    if p.new_height:
-                        img = cv2.resize(img, (p.new_width, p.new_height), interpolation=cv2.INTER_LINEAR)
-                    if img.ndim == 2:
-                        img = img[:, :, None]
-                    yield np.ascontiguousarray(img.transpose(2, 0, 1)), label
-                if p.shuffle:
-                    rng.shuffle(order)
+        def read_item() -> Item:
+            path, label = source.next()
+            full = p.root_folder + path
+            img = cv2.imread(full, flag)
+            if img is None:
+                raise DataError(f"{p.source}: could not read image {full}")
+            if p.new_height:
+                img = cv2.resize(img, (p.new_width, p.new_height), interpolation=cv2.INTER_LINEAR)
+            if img.ndim == 2:
+                img = img[:, :, None]
+            return np.ascontiguousarray(img.transpose(2, 0, 1)), label
 
-        return items()
+        return source, read_item

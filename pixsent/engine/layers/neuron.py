@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -117,7 +118,13 @@ class Threshold(_Elementwise):
 
 @register_layer("Dropout")
 class Dropout(_Elementwise):
-    """TRAIN: keep each unit with probability 1 - p and scale kept units by 1 / (1 - p); TEST: identity."""
+    """TRAIN: keep each unit with probability 1 - p and scale kept units by 1 / (1 - p); TEST: identity.
+
+    As dropout_layer.cpp: one boost bernoulli draw per element in blob order, from the net's Caffe
+    generator, with probability ``1. - threshold_`` (a double: Caffe's bernoulli over double), and
+    top = bottom * mask * scale with scale = float(1. / (1. - threshold_)). rng_mode torch draws the mask
+    on the device instead.
+    """
 
     def fn(self, x: torch.Tensor) -> torch.Tensor:
         if not self.ctx.train:
@@ -125,8 +132,13 @@ class Dropout(_Elementwise):
         ratio = float(self.param.dropout_param.dropout_ratio)
         if not 0.0 <= ratio < 1.0:
             raise NetError(f"layer {self.name!r}: dropout_ratio must be in [0, 1), got {ratio}")
-        keep = torch.rand(x.shape, generator=self.ctx.device_generator, device=x.device) >= ratio
-        return x * keep.to(x.dtype) * (1.0 / (1.0 - ratio))
+        scale = float(np.float32(1.0 / (1.0 - ratio)))
+        if self.ctx.torch_rng:
+            keep = torch.rand(x.shape, generator=self.ctx.device_generator, device=x.device) >= ratio
+        else:
+            mask = self.ctx.rng.bernoulli(x.numel(), 1.0 - ratio)
+            keep = torch.from_numpy(mask).reshape(x.shape).to(x.device, non_blocking=True)
+        return x * keep.to(x.dtype) * scale
 
 
 @register_layer("Power")
