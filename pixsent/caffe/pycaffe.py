@@ -74,11 +74,12 @@ def set_device(device_id: int) -> None:
 
 
 def set_random_seed(seed: int) -> None:
-    """Seed the RNGs used by fillers, Dropout and the Data layer (torch and numpy global generators)."""
-    import torch
+    """Caffe::set_random_seed: this thread's Caffe generator (fillers, data transforms, Dropout) restarts
+    from ``seed``; torch's and numpy's global generators are seeded too."""
+    from pixsent.engine.context import set_random_seed as engine_seed
 
     MODE.seed = int(seed)
-    torch.manual_seed(int(seed))
+    engine_seed(int(seed))
     np.random.seed(int(seed) % 2**32)
 
 

@@ -73,6 +73,11 @@ class NetContext:
         return self._own_rng if self._own_rng is not None else caffe_rng.current()
 
     @property
+    def own_rng(self) -> CaffeRng | None:
+        """The net's own generator (built with an explicit seed), else None."""
+        return self._own_rng
+
+    @property
     def torch_rng(self) -> bool:
         """True when fillers and Dropout use the torch generators (``rng_mode`` torch)."""
         return self.rng_mode == "torch"

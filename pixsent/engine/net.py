@@ -455,6 +455,41 @@ class Net:
 
         return write_caffemodel(self.to_proto(), path)
 
+    # -- random state (exact resume) -------------------------------------------------------------
+    def rng_state(self) -> dict:
+        """Where the net's data layers and own generator stand (see engine/layers/data.py): what a resumed
+        run needs besides weights and solver history to continue exactly."""
+        layers = {name: layer.rng_state() for name, layer in self._rng_layers().items()}
+        own = self.ctx.own_rng
+        return {"layers": layers, "own_rng": own.get_state() if own is not None else None}
+
+    def _rng_layers(self) -> dict[str, Layer]:
+        return {n: layer for n, layer in zip(self.layer_names, self.layers) if hasattr(layer, "rng_state")}
+
+    def rng_state_mismatch(self, state: dict) -> str:
+        """Why ``state`` (an ``rng_state()``) cannot be restored into this net; "" when it can."""
+        mine, saved = self._rng_layers(), state["layers"]
+        if set(mine) != set(saved):
+            return f"saved data layers {sorted(saved)}, the net has {sorted(mine)}"
+        for name, layer in mine.items():
+            reason = layer.rng_state_mismatch(saved[name])
+            if reason:
+                return f"layer {name!r}: {reason}"
+        if (state["own_rng"] is None) != (self.ctx.own_rng is None):
+            return "saved state and net disagree on a generator of the net's own"
+        return ""
+
+    def restore_rng_state(self, state: dict) -> None:
+        """Continue from an ``rng_state()`` of a net with the same data layers (NetError naming what
+        differs, before anything is changed)."""
+        reason = self.rng_state_mismatch(state)
+        if reason:
+            raise NetError(f"net {self.name!r}: {reason}")
+        for name, layer in self._rng_layers().items():
+            layer.restore_rng_state(state["layers"][name])
+        if self.ctx.own_rng is not None:
+            self.ctx.own_rng.set_state(state["own_rng"])
+
     def close(self) -> None:
         """Stop background work (data prefetch threads)."""
         for layer in self.layers:

@@ -254,10 +254,19 @@ class _PrefetchingData(Layer):
         handed out (batches the thread prefetched beyond it are not counted)."""
         return {"fingerprint": self._fingerprint(), **self._consumed}
 
+    def rng_state_mismatch(self, state: dict) -> str:
+        """Why ``state`` cannot be restored here ("" when it can)."""
+        if state.get("fingerprint") != self._fingerprint():
+            return "the saved position belongs to another definition of the layer"
+        if (state.get("transform_rng") is None) != (self._loader.transformer.rng is None):
+            return "saved state and layer disagree on random transforms"
+        return ""
+
     def restore_rng_state(self, state: dict) -> None:
         """Continue from an ``rng_state()`` (of the same layer definition): the prefetch thread restarts."""
-        if state.get("fingerprint") != self._fingerprint():
-            raise DataError(f"layer {self.name!r}: the saved position belongs to another layer definition")
+        reason = self.rng_state_mismatch(state)
+        if reason:
+            raise DataError(f"layer {self.name!r}: {reason}")
         self.close()
         self._loader.restore(state)
         self._consumed = self._loader.state()

@@ -1,4 +1,5 @@
-"""Snapshots as Caffe writes them: ``<prefix>_iter_<N>.caffemodel`` then ``<prefix>_iter_<N>.solverstate``.
+"""Snapshots as Caffe writes them: ``<prefix>_iter_<N>.caffemodel`` then ``<prefix>_iter_<N>.solverstate``
+(with pixsent's resume sidecar ``.solverstate.pixsent`` written just before it, see resume_state.py).
 
 The solverstate records ``iter``, ``learned_net`` (the caffemodel name exactly as formed from the prefix,
 so a relative prefix gives a path relative to the working directory), ``current_step`` and the history
@@ -34,14 +35,30 @@ def write_model(net, prefix: str, iteration: int, write_diff: bool = False) -> s
 
 
 def write_state(
-    model_name: str, prefix: str, iteration: int, current_step: int, history: list[np.ndarray]
+    model_name: str,
+    prefix: str,
+    iteration: int,
+    current_step: int,
+    history: list[np.ndarray],
+    resume: dict | None = None,
 ) -> str:
-    """Save ``<prefix>_iter_N.solverstate`` pointing at ``model_name`` (atomic) and log it."""
-    from pixsent.formats.solverstate import make_solverstate, write_solverstate
+    """Save ``<prefix>_iter_N.solverstate`` pointing at ``model_name`` (atomic) and log it.
+
+    With ``resume`` (a state tree), its sidecar ``<name>.pixsent`` is written first, tied to the
+    solverstate by the sha256 of its bytes: a solverstate on disk always has its sidecar complete.
+    """
+    from pixsent.formats.atomic import atomic_write_bytes
+    from pixsent.formats.solverstate import make_solverstate
 
     name = snapshot_filename(prefix, iteration, ".solverstate")
     glog.info(f"Snapshotting solver state to binary proto file {name}", "sgd_solver.cpp:284")
-    write_solverstate(make_solverstate(iteration, model_name, history, current_step), name)
+    data = make_solverstate(iteration, model_name, history, current_step).SerializeToString()
+    if resume is not None:
+        from pixsent.engine.solvers import resume_state
+
+        side = resume_state.sidecar_path(name)
+        resume_state.write_sidecar(side, {**resume, "solverstate_sha256": resume_state.digest(data)})
+    atomic_write_bytes(name, data)
     return name
 
 

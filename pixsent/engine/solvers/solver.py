@@ -9,6 +9,12 @@ add L2 or L1 weight decay times decay_mult, type-specific step with rate times l
 Then iter += 1 and the periodic snapshot. After max_iter: snapshot unless just done, one extra train
 forward (a single batch) logged as ``Iteration N, loss = L``, a final test, ``Optimization Done.``.
 Parameters with lr_mult 0 still go through decay and history, exactly as in Caffe (their history is saved).
+
+Exact resume: each snapshot also writes ``.solverstate.pixsent`` (resume_state.py) with what a solverstate
+cannot hold: the training thread's Caffe generator (Dropout), the smoothed-loss window and every data
+layer's position. During a test round (a snapshot by signal, or a stop) the test nets' positions and the
+generator are those at the round's start, because a resumed run repeats the test of its first iteration.
+A solverstate without a usable sidecar resumes as Caffe does, with a warning.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,6 +31,8 @@ from google.protobuf import text_format
 
 from pixsent.caffe.proto import caffe_pb2
 from pixsent.engine import glog
+from pixsent.engine import rng as caffe_rng
+from pixsent.engine.solvers import resume_state
 from pixsent.engine.solvers import snapshot as snap
 from pixsent.engine.solvers.fused import UpdatePlan, build_plan, plan_key, run_update
 from pixsent.engine.solvers.lr_policy import LrState, learning_rate
@@ -153,6 +162,9 @@ class Solver:
         self.smoothed_loss = 0.0
         self.requested_early_exit = False
         self.last_snapshot_iter = -1
+        self._loss_start_iter = 0
+        self._resume_loss: dict | None = None  # a smoothed-loss window restored from a sidecar
+        self._test_round: dict | None = None  # random state at the start of an unfinished test round
         glog.info("Solver scaffolding done.", "solver.cpp:57")
 
     # ------------------------------------------------------------------ nets
@@ -292,13 +304,23 @@ class Solver:
         if grads:
             torch._foreach_zero_(grads)
 
+    def _start_loss_window(self) -> int:
+        """Caffe's Step starts a fresh smoothed-loss window; after an exact resume the saved one goes on.
+        Returns the iteration the window counts from."""
+        saved, self._resume_loss = self._resume_loss, None
+        if saved is not None:
+            self.losses = [float(v) for v in saved["losses"]]
+            self.smoothed_loss = float(saved["smoothed"])
+            self._loss_start_iter = int(saved["start_iter"])
+        else:
+            self.losses, self.smoothed_loss, self._loss_start_iter = [], 0.0, self.iter
+        return self._loss_start_iter
+
     def step(self, iters: int) -> None:
         """Run ``iters`` iterations (Caffe's Solver::Step)."""
         p = self.param
-        start_iter = self.iter
         stop_iter = self.iter + iters
-        self.losses = []
-        self.smoothed_loss = 0.0
+        start_iter = self._start_loss_window()
         last_time = time.perf_counter()
         iterations_last = self.iter
         while self.iter < stop_iter:
@@ -359,7 +381,6 @@ class Solver:
         glog.info(f"Solving {self.net_name}", "solver.cpp:289")
         glog.info(f"Learning Rate Policy: {p.lr_policy}", "solver.cpp:290")
         self.requested_early_exit = False
-        start_iter = self.iter
         self.step(p.max_iter - self.iter)
         if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
             self.snapshot()
@@ -371,7 +392,7 @@ class Solver:
                 loss = float(self.net.forward())
             if self.world > 1:
                 loss = self._all_reduce_mean(loss)
-            self._update_smoothed_loss(loss, start_iter)
+            self._update_smoothed_loss(loss, self._loss_start_iter)
             glog.info(f"Iteration {self.iter}, loss = {glog.fmt(self.smoothed_loss)}", "solver.cpp:327")
         if p.test_interval and self.iter % p.test_interval == 0:
             self.test_all()
@@ -380,11 +401,18 @@ class Solver:
     # ------------------------------------------------------------------ test
     def test_all(self) -> list[dict[str, float]]:
         """Run every test net; returns per net the mean of each output element (name, or name#k)."""
+        if self.world == 1:
+            self._test_round = {
+                "rng": caffe_rng.current().get_state(),
+                "test": [_net_state(n) for n in self.test_nets],
+            }
         results = []
         for i in range(len(self.test_nets)):
             if self.requested_early_exit:
                 break
             results.append(self.test(i))
+        if not self.requested_early_exit:
+            self._test_round = None
         return results
 
     def test(self, i: int) -> dict[str, float]:
@@ -526,8 +554,9 @@ class Solver:
         if p.snapshot_format != caffe_pb2.SolverParameter.BINARYPROTO:
             raise PixsentError("solver: only snapshot_format BINARYPROTO is supported (HDF5 is not)")
         model = snap.write_model(self.net, p.snapshot_prefix, self.iter, p.snapshot_diff)
+        resume = self.resume_tree() if self.world == 1 else None
         state = snap.write_state(
-            model, p.snapshot_prefix, self.iter, self.lr_state.current_step, self.history_arrays()
+            model, p.snapshot_prefix, self.iter, self.lr_state.current_step, self.history_arrays(), resume
         )
         self.last_snapshot_iter = self.iter
         return model, state
@@ -551,6 +580,73 @@ class Solver:
             if arr.size != h.numel():
                 raise PixsentError(f"{path}: history blob {k} has {arr.size} values, expected {h.numel()}")
             h.copy_(torch.from_numpy(arr.reshape(tuple(h.shape))).to(h.device))
+        self._restore_sidecar(path)
+
+    # ------------------------------------------------------------------ exact resume
+    def resume_tree(self) -> dict:
+        """What the snapshot's sidecar holds (see the module docstring)."""
+        round_ = self._test_round
+        return {
+            "iter": self.iter,
+            "rng": round_["rng"] if round_ else caffe_rng.current().get_state(),
+            "loss": {
+                "losses": [float(v) for v in self.losses],
+                "smoothed": float(self.smoothed_loss),
+                "start_iter": int(self._loss_start_iter),
+            },
+            "train": _net_state(self.net),
+            "test": round_["test"] if round_ else [_net_state(n) for n in self.test_nets],
+        }
+
+    def _restore_sidecar(self, path: str) -> None:
+        """Restore the sidecar of solverstate ``path``, or say in one warning line why the run resumes as
+        Caffe's would (data from the first record, random streams as after set-up)."""
+        side = resume_state.sidecar_path(path)
+        if self.world > 1:
+            why = "a data-parallel run does not restore its sidecar"
+        elif not side.exists():
+            why = f"no {side.name} beside it (a snapshot of real Caffe or of an older pixsent)"
+        else:
+            try:
+                self._apply_resume_tree(resume_state.read_sidecar(side), Path(path).read_bytes())
+            except (PixsentError, KeyError, TypeError, ValueError) as exc:
+                why = f"{side.name} not used: {exc}"
+            else:
+                glog.info(f"Restored data positions and random generators from {side}", "solver.cpp:0")
+                return
+        glog.warning(
+            f"{path}: resuming as Caffe does, data from the first record and random streams as after "
+            f"set-up, so the run will not equal an uninterrupted one: {why}",
+            "solver.cpp:0",
+        )
+
+    def _apply_resume_tree(self, tree: dict, solverstate: bytes) -> None:
+        """Check a sidecar against this solver and its solverstate, then restore it (all or nothing)."""
+        if tree["solverstate_sha256"] != resume_state.digest(solverstate):
+            raise PixsentError("it was written for another solverstate")
+        if int(tree["iter"]) != self.iter:
+            raise PixsentError(f"it is of iteration {tree['iter']}, the solverstate of {self.iter}")
+        if len(tree["test"]) != len(self.test_nets):
+            raise PixsentError(f"it has {len(tree['test'])} test nets, the solver {len(self.test_nets)}")
+        pairs = [(self.net, tree["train"]), *zip(self.test_nets, tree["test"])]
+        for net, state in pairs:
+            mine = _net_state(net)
+            if (state is None) != (mine is None):
+                raise PixsentError("its nets do not match the solver's")
+            reason = net.rng_state_mismatch(state) if state is not None else ""
+            if reason:
+                raise PixsentError(f"net {getattr(net, 'name', '?')!r}: {reason}")
+        for net, state in pairs:
+            if state is not None:
+                net.restore_rng_state(state)
+        caffe_rng.current().set_state(tree["rng"])
+        self._resume_loss = tree["loss"]
+
+
+def _net_state(net) -> dict | None:
+    """A net's ``rng_state()``, None for nets without one (e.g. test doubles)."""
+    get = getattr(net, "rng_state", None)
+    return get() if get is not None else None
 
 
 def solver_from_file(path: str, **kwargs) -> Solver:
