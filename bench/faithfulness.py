@@ -2,8 +2,9 @@
 
 Writes bench/faithfulness.json and .md: for every golden comparison, the worst relative error
 max |ours - caffe| / max |caffe| over the blobs compared (absolute error for probabilities). The tests in
-tests/test_engine_golden.py, test_solver_golden.py and test_pycaffe_net.py assert the tolerances; this
-script reports how far inside them pixsent is. Usage: python bench/faithfulness.py [--golden DIR] [--out DIR]
+tests/test_engine_golden.py, test_solver_golden.py, test_engine_golden_random.py and test_pycaffe_net.py
+assert the tolerances; this script reports how far inside them pixsent is.
+Usage: python bench/faithfulness.py [--golden DIR] [--out DIR]
 """
 
 from __future__ import annotations
@@ -158,6 +159,69 @@ def solver_checks(golden: Path) -> dict[str, float]:
     return out
 
 
+def random_checks(golden: Path) -> dict[str, float]:
+    """Caffe's random streams: parameters drawn by fillers from a seed (mini_caffenet 2017, solver_run 2023,
+    random_run 1701 through the solver) and the random_run training (crops, mirrors, Dropout)."""
+    from pixsent.caffe.proto import caffe_pb2
+    from pixsent.cli.caffe_tool import CaffeFlags, train
+    from pixsent.engine import glog
+    from pixsent.engine.context import set_random_seed
+    from pixsent.engine.logparse import parse_log
+    from pixsent.engine.net import Net
+    from pixsent.engine.solvers.solver import solver_from_file
+    from pixsent.formats.caffemodel import read_weights
+    from pixsent.formats.solverstate import history_arrays, read_solverstate
+
+    def params_err(net, path: Path) -> float:
+        ref = read_weights(path)
+        return worst((net.params[k][i].data.reshape(b.shape), b) for k in ref for i, b in enumerate(ref[k]))
+
+    out: dict[str, float] = {}
+    set_random_seed(2017)
+    mini = golden / "mini_caffenet"
+    fillers = params_err(Net(mini / "deploy.prototxt", caffe_pb2.TEST), mini / "weights.caffemodel")
+    with in_dir(golden / "solver_run"):
+        set_random_seed(2023)
+        net = Net("net.prototxt", caffe_pb2.TRAIN)
+        fillers = max(fillers, params_err(net, Path("init.caffemodel")))
+        net.close()
+    with tempfile.TemporaryDirectory(prefix="pixsent-faith-") as tmp:
+        root = Path(tmp)
+        shutil.copytree(golden / "lmdb", root / "lmdb")
+        rr = root / "random_run"
+        shutil.copytree(golden / "random_run", rr)
+        for f in rr.glob("snap_iter_*"):
+            f.rename(f.with_name("golden_" + f.name))
+        with in_dir(rr):
+            solver = solver_from_file("solver.prototxt")
+            fillers = max(fillers, params_err(solver.net, Path("init_from_seed.caffemodel")))
+            for n in [solver.net, *solver.test_nets]:
+                n.close()
+            fh = glog.add_file(rr / "ours.log")
+            try:
+                train(CaffeFlags(action="train", solver="solver.prototxt"))
+            finally:
+                glog.remove_file(fh)
+        out["fillers from a seed (mini_caffenet, solver_run, random_run)"] = fillers
+        ours, ref = parse_log(rr / "ours.log"), parse_log(rr / "train.log")
+        out["random_run: per-iteration loss, test accuracy and loss"] = max(
+            rel(ours.loss, ref.loss),
+            *(rel(ours.test_outputs[k], ref.test_outputs[k]) for k in ref.test_outputs),
+        )
+        errs = []
+        for i in (10, 20):
+            a, b = (
+                read_weights(rr / f"snap_iter_{i}.caffemodel"),
+                read_weights(rr / f"golden_snap_iter_{i}.caffemodel"),
+            )
+            errs += [(a[k][j], b[k][j]) for k in b for j in range(len(b[k]))]
+            ha = history_arrays(read_solverstate(rr / f"snap_iter_{i}.solverstate"))
+            hb = history_arrays(read_solverstate(rr / f"golden_snap_iter_{i}.solverstate"))
+            errs += zip(ha, hb)
+        out["random_run: weights and history at 10 and 20"] = worst(errs)
+    return out
+
+
 def classifier_checks(golden: Path) -> dict[str, float]:
     """pycaffe's Classifier.predict (centre and 10-crop) vs predictions.npz, absolute error."""
     import pixsent.caffe as caffe
@@ -191,7 +255,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("bench"))
     args = p.parse_args()
     golden = args.golden.resolve()
-    results = net_checks(golden) | solver_checks(golden) | classifier_checks(golden)
+    results = net_checks(golden) | solver_checks(golden) | random_checks(golden) | classifier_checks(golden)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "faithfulness.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = ["| golden comparison | worst error |", "| --- | --- |"]

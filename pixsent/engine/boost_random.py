@@ -42,6 +42,10 @@ _R24 = F32(2.0**-24)
 _NX = np.asarray(NORMAL_X, dtype=np.float64)
 _NY = np.asarray(NORMAL_Y, dtype=np.float64)
 _NX32 = _NX.astype(F32)
+_NX32_R24 = _NX32 * _R24  # box width times 2^-24: r * X[i] in one exact-scaling multiply
+# the smallest float at or above X[i+1]: ``x < X[i+1]`` (float against double) as a float comparison
+_NX_NEXT32 = _NX[1:].astype(F32)
+_NX_NEXT32 = np.where(_NX[1:] > _NX_NEXT32, np.nextafter(_NX_NEXT32, F32(np.inf)), _NX_NEXT32).astype(F32)
 _EX32 = np.asarray(EXPONENTIAL_X, dtype=np.float64).astype(F32)
 _EY = np.asarray(EXPONENTIAL_Y, dtype=np.float64)
 
@@ -178,66 +182,75 @@ def _normal_block(block: np.ndarray, source: RawSource) -> np.ndarray:
     """The normals Boost draws from ``block`` (a pass that needs raws past its end finishes on ``source``).
 
     Each position p, if a pass starts there, uses ``advance[p]`` raws and yields ``values[p]`` or nothing
-    (a rejected wedge). Almost every position is a one-raw fast pass; a Python loop walks only the others
-    (about 3 %) to find where passes start.
+    (a rejected wedge). About 97 % of positions are one-raw fast passes; the others ("special") decide
+    where passes start. A special is surely a start when no earlier special reaches past it; only the
+    rest (clusters, a few per thousand specials) are settled by a Python loop, in order.
     """
     block = block.astype(np.uint32)
     m = len(block)
-    box = ((block & np.uint32(255)) >> np.uint32(1)).astype(np.intp)
-    x = (block >> np.uint32(8)).astype(F32) * _R24 * _NX32[box]
-    fast = x.astype(np.float64) < _NX[box + 1]
-    values = np.where((block & np.uint32(1)).astype(bool), x, -x)
+    low = (block & np.uint32(255)).astype(np.uint8)
+    box = low >> np.uint8(1)
+    x = (block >> np.uint32(8)).astype(F32) * _NX32_R24[box]
+    fast = x < _NX_NEXT32[box]
+    values = np.where(low & np.uint8(1), x, -x)
     special = np.flatnonzero(~fast)
+    if special.size == 0:
+        return values
     advance = np.ones(m, dtype=np.intp)
     yields = fast.copy()
     unfinished = np.zeros(m, dtype=bool)  # passes that run past the block: done last, on the source
-    if special.size:
-        inner = special[special + 1 < m]
-        unfinished[special[special + 1 >= m]] = True
-        y01 = block[inner + 1].astype(F32) * _UNIT_F32
-        easy = (box[inner] > 0) & (y01 < F32(1.0))
-        e = inner[easy]
-        yields[e] = _wedge_accepts(box[e], x[e], y01[easy])
-        advance[e] = 2
-        for p in inner[~easy].tolist():  # the tail and redrawn heights: scalar, within the block
-            stream = _Stream(block, p + 1)
-            try:
-                z = _normal_attempt(int(block[p]), stream)
-            except _OutOfBlock:
-                unfinished[p] = True
-                continue
-            advance[p] = stream.pos - p
-            yields[p] = z is not None
-            if z is not None:
-                values[p] = z
+    inner = special[special + 1 < m]
+    unfinished[special[special + 1 >= m]] = True
+    y01 = block[inner + 1].astype(F32) * _UNIT_F32
+    sbox = box[inner].astype(np.intp)
+    easy = (sbox > 0) & (y01 < F32(1.0))
+    e = inner[easy]
+    yields[e] = _wedge_accepts(sbox[easy], x[e], y01[easy])
+    advance[e] = 2
+    for p in inner[~easy].tolist():  # the tail and redrawn heights: scalar, within the block
+        stream = _Stream(block, p + 1)
+        try:
+            z = _normal_attempt(int(block[p]), stream)
+        except _OutOfBlock:
+            unfinished[p] = True
+            continue
+        advance[p] = stream.pos - p
+        yields[p] = z is not None
+        if z is not None:
+            values[p] = z
+    adv = advance[special]
+    late = unfinished[special]
+    reach = special + adv
+    before = np.maximum.accumulate(np.concatenate(([0], reach[:-1])))
+    sure = (before <= special) & ~late  # nothing earlier can reach it: it starts a pass
+    is_start = sure.copy()
+    stop = m
+    unsure = np.flatnonzero(~sure)
+    if unsure.size:
+        sure_reach = np.maximum.accumulate(np.concatenate(([0], np.where(sure, reach, 0)[:-1])))
+        own = 0  # furthest reach of the unsure specials found to start
+        for k in unsure.tolist():
+            p = int(special[k])
+            if max(int(sure_reach[k]), own) > p:
+                continue  # inside an earlier pass
+            if late[k]:
+                stop = p
+                break
+            is_start[k] = True
+            own = max(own, p + int(adv[k]))
+        is_start &= special < stop
     starts = np.ones(m, dtype=bool)
     starts[special] = False
-    begun: list[int] = []
-    long_runs: list[tuple[int, int]] = []
-    last = None
-    pos = 0
-    for p, a, late in zip(special.tolist(), advance[special].tolist(), unfinished[special].tolist()):
-        if p < pos:
-            continue
-        if late:
-            last = p
-            starts[p:] = False
-            break
-        begun.append(p)
-        pos = p + a
-        if a > 2:
-            long_runs.append((p + 1, pos))
-    if begun:
-        b = np.asarray(begun, dtype=np.intp)
-        starts[b] = True
-        two = b[advance[b] == 2] + 1
-        starts[two] = False
-        for lo, hi in long_runs:
-            starts[lo:hi] = False
+    begun = special[is_start]
+    starts[begun] = True
+    starts[begun[adv[is_start] == 2] + 1] = False
+    for p, a in zip(begun[adv[is_start] > 2].tolist(), adv[is_start][adv[is_start] > 2].tolist()):
+        starts[p + 1 : p + a] = False
+    starts[stop:] = False
     out = values[starts & yields]
-    if last is not None:
-        stream = _Stream(block, last + 1, source)
-        z = _normal_attempt(int(block[last]), stream)
+    if stop < m:
+        stream = _Stream(block, stop + 1, source)
+        z = _normal_attempt(int(block[stop]), stream)
         tail = [z] if z is not None else [unit_normal_f32(stream)]
         out = np.concatenate([out, np.asarray(tail, dtype=F32)])
     return out
