@@ -131,3 +131,69 @@ def test_generator_per_thread_like_caffe():
     t.join()
     assert seen == [CaffeRng(99).rand()]
     assert caffe_rng.current().rand() == 384112814  # this thread's stream is untouched
+
+
+# ---------------------------------------------------------------- fillers and layers on the Caffe stream
+def fill_caffe(kind: str, shape, seed: int = 5, **kw) -> tuple[np.ndarray, CaffeRng]:
+    from pixsent.caffe.proto import caffe_pb2
+    from pixsent.engine.fillers import fill
+
+    g = CaffeRng(seed)
+    return fill(shape, caffe_pb2.FillerParameter(type=kind, **kw), g).numpy(), g
+
+
+def test_fillers_draw_what_filler_hpp_draws():
+    v, g = fill_caffe("uniform", (4, 5), min=-2.0, max=3.0)
+    assert (
+        np.array_equal(v.ravel(), CaffeRng(5).uniform(20, -2.0, 3.0)) and g.rand() == CaffeRng(5).raw(21)[-1]
+    )
+    v, _ = fill_caffe("xavier", (8, 3, 2, 2))  # fan_in = 12: uniform(+-sqrt(3/12))
+    assert np.array_equal(v.ravel(), CaffeRng(5).uniform(96, -0.5, 0.5))
+    v, _ = fill_caffe("msra", (6, 8), variance_norm=2)  # AVERAGE: n = (8 + 6) / 2 = 7
+    std = float(np.float32(np.sqrt(np.float32(2) / np.float32(7))))
+    assert np.array_equal(v.ravel(), CaffeRng(5).gaussian(48, 0.0, std))
+    v, g = fill_caffe("constant", (3, 3), value=0.25)
+    assert (v == np.float32(0.25)).all() and g.rand() == CaffeRng(5).rand()  # no draws
+
+
+def test_sparse_gaussian_and_positive_unitball():
+    v, _ = fill_caffe("gaussian", (64, 100), std=1.0, sparse=8)
+    ref = CaffeRng(5)
+    want = ref.gaussian(6400, 0.0, 1.0) * ref.bernoulli(6400, 8 / 64, np.float32)
+    assert np.array_equal(v.ravel(), want) and abs((v != 0).mean() - 0.125) < 0.02
+    v, _ = fill_caffe("positive_unitball", (5, 7))
+    rows = CaffeRng(5).uniform(35, 0.0, 1.0).reshape(5, 7)
+    sums = np.zeros(5, np.float32)
+    for j in range(7):  # Caffe sums each row in order, in float
+        sums += rows[:, j]
+    assert np.array_equal(v, rows / sums[:, None])
+
+
+def test_bilinear_filler_in_float():
+    v, _ = fill_caffe("bilinear", (2, 1, 4, 4))
+    w = np.float32(1) - np.abs(np.arange(4, dtype=np.float32) / np.float32(2) - np.float32(0.75))
+    assert np.array_equal(v[1, 0], w[:, None] * w[None, :]) and v[0, 0, 1, 1] == np.float32(0.5625)
+
+
+def test_dropout_mask_is_one_bernoulli_per_element_in_blob_order():
+    import torch
+    from google.protobuf import text_format
+
+    from pixsent.caffe.proto import caffe_pb2
+    from pixsent.engine.net import Net
+
+    text = """
+    layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 3 dim: 4 dim: 5 } } }
+    layer { name: "d" type: "Dropout" bottom: "x" top: "y" dropout_param { dropout_ratio: 0.3 } }
+    """
+    net = Net(text_format.Parse(text, caffe_pb2.NetParameter()), caffe_pb2.TRAIN, seed=77)
+    x = np.arange(1, 61, dtype=np.float32).reshape(3, 4, 5)
+    net.blobs["x"].data[...] = x
+    with torch.no_grad():
+        net.forward()
+    ref, p = CaffeRng(77), 1.0 - float(np.float32(0.3))  # Caffe's 1. - threshold_, in double
+    keep = ref.bernoulli(60, p).reshape(3, 4, 5)
+    scale = np.float32(1.0 / (1.0 - float(np.float32(0.3))))
+    assert np.array_equal(net.blobs["y"].data, x * keep * scale)
+    net.forward()  # the next forward continues the same stream
+    assert np.array_equal(net.blobs["y"].data, x * ref.bernoulli(60, p).reshape(3, 4, 5) * scale)

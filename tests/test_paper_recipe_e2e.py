@@ -152,6 +152,7 @@ def test_paper_fc7_2_capped_then_cached_then_trains_on(twitter, tmp_path, monkey
     assert sorted(p.name for p in run.snapshots.iterdir()) == [
         "fc7-2_iter_2.caffemodel",
         "fc7-2_iter_2.solverstate",
+        "fc7-2_iter_2.solverstate.pixsent",  # the exact-resume sidecar
     ]
 
     metrics = json.loads(run.metrics.read_text())
