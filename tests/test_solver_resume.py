@@ -249,3 +249,20 @@ def test_image_data_shuffle_and_skip_resume_exactly(golden, tmp_path):
     state = copy_snapshot(straight_dir, resumed_dir, 9)  # 45 + 7 skipped lines: inside the second epoch
     run(solver_param(golden, resumed_dir, kind="ImageData"), resume=state)
     assert final_weights(resumed_dir) == final_weights(straight_dir)
+
+
+def test_sidecar_round_trip_and_bad_file(tmp_path):
+    import numpy as np
+
+    from pixsent.engine.solvers import resume_state
+    from pixsent.errors import FormatError
+
+    tree = {"a": np.arange(5, dtype=np.uint32), "k": b"\x00key", "n": None, "l": [1, 2.5, {"x": "y"}]}
+    path = resume_state.write_sidecar(tmp_path / "s.solverstate.pixsent", tree)
+    back = resume_state.read_sidecar(path)
+    assert back["format"] == resume_state.FORMAT and back["k"] == b"\x00key" and back["n"] is None
+    assert np.array_equal(back["a"], tree["a"]) and back["a"].dtype == np.uint32
+    assert back["l"] == [1, 2.5, {"x": "y"}]
+    (tmp_path / "bad.pixsent").write_bytes(b"not an npz")
+    with pytest.raises(FormatError, match="bad.pixsent"):
+        resume_state.read_sidecar(tmp_path / "bad.pixsent")

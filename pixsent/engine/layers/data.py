@@ -260,7 +260,7 @@ class _PrefetchingData(Layer):
             return "the saved position belongs to another definition of the layer"
         if (state.get("transform_rng") is None) != (self._loader.transformer.rng is None):
             return "saved state and layer disagree on random transforms"
-        return ""
+        return self._loader.source.mismatch(state["source"])
 
     def restore_rng_state(self, state: dict) -> None:
         """Continue from an ``rng_state()`` (of the same layer definition): the prefetch thread restarts."""

@@ -81,6 +81,10 @@ class LMDBSource:
         """The position: the last key handed out (None before the first)."""
         return {"last_key": self.last_key}
 
+    def mismatch(self, state: dict) -> str:
+        """Why ``state`` cannot be restored ("" when it can: a key since removed just continues after it)."""
+        return "" if state.get("last_key") is None or isinstance(state["last_key"], bytes) else "bad key"
+
     def restore(self, state: dict) -> None:
         """Continue after ``state["last_key"]`` (from the first key when None)."""
         self.last_key = state["last_key"]
@@ -121,13 +125,20 @@ class ImageListSource:
         rng = self.shuffle_rng.get_state() if self.shuffle_rng is not None else None
         return {"order": self.order, "pos": self.pos, "shuffle_rng": rng}
 
+    def mismatch(self, state: dict) -> str:
+        """Why ``state`` cannot be restored here ("" when it can)."""
+        order = np.asarray(state["order"])
+        if order.shape != (len(self.lines),) or not 0 <= int(state["pos"]) < len(self.lines):
+            return f"the saved position is for a list of {order.size} lines, this one has {len(self.lines)}"
+        if (state["shuffle_rng"] is None) != (self.shuffle_rng is None):
+            return "saved state and layer disagree on shuffle"
+        return ""
+
     def restore(self, state: dict) -> None:
         """Continue from a ``state()``."""
-        order = np.asarray(state["order"], dtype=np.int64)
-        if order.shape != (len(self.lines),):
-            raise DataError(f"saved line order has {order.size} lines, the list has {len(self.lines)}")
-        self.order, self.pos = order, int(state["pos"])
-        if (state["shuffle_rng"] is None) != (self.shuffle_rng is None):
-            raise DataError("saved state and this layer disagree on shuffle")
+        reason = self.mismatch(state)
+        if reason:
+            raise DataError(reason)
+        self.order, self.pos = np.asarray(state["order"], dtype=np.int64), int(state["pos"])
         if self.shuffle_rng is not None:
             self.shuffle_rng.set_state(state["shuffle_rng"])
