@@ -205,12 +205,17 @@ class _PrefetchingData(Layer):
         raise NotImplementedError
 
     def _fingerprint(self) -> str:
-        """What a saved position depends on: the layer's type, phase, data and transform parameters."""
+        """What a saved position depends on: the layer's type, phase, data and transform parameters (not
+        file locations: a run folder moved elsewhere still resumes exactly)."""
         p = caffe_pb2.LayerParameter()
         p.CopyFrom(self.param)
         for name in ("name", "top", "bottom", "include", "exclude", "loss_weight", "param"):
             p.ClearField(name)
         p.data_param.ClearField("prefetch")
+        p.data_param.ClearField("source")
+        p.image_data_param.ClearField("source")
+        p.image_data_param.ClearField("root_folder")
+        p.transform_param.ClearField("mean_file")
         return hashlib.sha256(p.SerializeToString(deterministic=True) + bytes([self.phase])).hexdigest()
 
     def setup(self, bottom_shapes: list[Shape]) -> list[Shape]:
