@@ -197,3 +197,35 @@ def test_dropout_mask_is_one_bernoulli_per_element_in_blob_order():
     assert np.array_equal(net.blobs["y"].data, x * keep * scale)
     net.forward()  # the next forward continues the same stream
     assert np.array_equal(net.blobs["y"].data, x * ref.bernoulli(60, p).reshape(3, 4, 5) * scale)
+
+
+def test_window_data_draws_from_the_caffe_stream(tmp_path):
+    import cv2
+    from google.protobuf import text_format
+
+    from pixsent.caffe.proto import caffe_pb2
+    from pixsent.engine.net import Net
+
+    cv2.imwrite(str(tmp_path / "im.png"), np.full((30, 40, 3), 90, np.uint8))
+    wins = ["1 0.9 0 0 20 20", "2 0.8 5 5 30 25", "3 0.95 10 2 39 29", "0 0.1 0 0 39 29"]
+    (tmp_path / "w.txt").write_text("\n".join(["# 0", "im.png", "3 30 40", "4", *wins]) + "\n")
+    text = (
+        f'layer {{ name: "w" type: "WindowData" top: "data" top: "label" window_data_param {{ '
+        f'source: "{tmp_path / "w.txt"}" root_folder: "{tmp_path}/" batch_size: 4 fg_fraction: 0.5 }} '
+        "transform_param { crop_size: 8 mirror: true } }"
+    )
+    net = Net(text_format.Parse(text, caffe_pb2.NetParameter()), caffe_pb2.TRAIN, seed=9)
+    main = CaffeRng(9)
+    main.rand()  # the transformer's seed (mirror), replaced by ...
+    sampler = caffe_rng.fork(main)  # ... the window sampler's own generator, drawn in DataLayerSetUp
+    try:
+        for _ in range(3):
+            net.forward()
+            want = []
+            for pool in ([0], [1, 2, 3]):  # 2 background windows, then 2 foreground ones
+                for _ in range(2):
+                    want.append(pool[sampler.rand() % len(pool)])
+                    sampler.rand()  # the mirror coin
+            assert net.blobs["label"].data.tolist() == want
+    finally:
+        net.close()

@@ -28,6 +28,9 @@ from pixsent.errors import NetError
 
 ModelSource = str | os.PathLike[str] | caffe_pb2.NetParameter
 
+#: sources whose position an exact resume does not save (they start over, as in Caffe)
+_UNSAVED_SOURCES = frozenset({"WindowData", "HDF5Data", "MemoryData"})
+
 #: layer types whose top is a new tensor that their backward does not need, so an in-place ReLU right
 #: after them may overwrite it (Caffe's in-place ReLU overwrites the blob too)
 _FRESH_OUTPUT_TYPES = frozenset({"Convolution", "Deconvolution", "InnerProduct", "Pooling", "LRN"})
@@ -458,10 +461,16 @@ class Net:
     # -- random state (exact resume) -------------------------------------------------------------
     def rng_state(self) -> dict:
         """Where the net's data layers and own generator stand (see engine/layers/data.py): what a resumed
-        run needs besides weights and solver history to continue exactly."""
+        run needs besides weights and solver history to continue exactly. ``restarting`` names the
+        sources whose position is not saved (they start over on resume, as everything does in Caffe)."""
         layers = {name: layer.rng_state() for name, layer in self._rng_layers().items()}
         own = self.ctx.own_rng
-        return {"layers": layers, "own_rng": own.get_state() if own is not None else None}
+        restarting = [n for n, layer in zip(self.layer_names, self.layers) if layer.type in _UNSAVED_SOURCES]
+        return {
+            "layers": layers,
+            "own_rng": own.get_state() if own is not None else None,
+            "restarting": restarting,
+        }
 
     def _rng_layers(self) -> dict[str, Layer]:
         return {n: layer for n, layer in zip(self.layer_names, self.layers) if hasattr(layer, "rng_state")}

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pixsent.caffe.proto import caffe_pb2
+from pixsent.engine import rng as caffe_rng
 from pixsent.engine.layers.base import Layer, Shape
 from pixsent.engine.layers.data import _Prefetcher
 from pixsent.engine.layers.guards import count_bottoms, count_tops
@@ -100,7 +102,7 @@ def c_round(x: np.float32) -> int:
 class _WindowLoader:
     """Samples and warps batches (runs on the prefetch thread); see WindowData for the draws."""
 
-    def __init__(self, layer: WindowData, rng: np.random.Generator, lo: int, hi: int) -> None:
+    def __init__(self, layer: WindowData, rng: caffe_rng.CaffeRng, lo: int, hi: int) -> None:
         self.layer = layer.name
         p = layer.param.window_data_param
         t = layer.param.transform_param
@@ -179,8 +181,8 @@ class _WindowLoader:
         item = 0
         for pool, count in ((self.db.bg, self.batch - self.fg_count), (self.db.fg, self.fg_count)):
             for _ in range(count):
-                w = pool[int(self.rng.integers(0, 2**32)) % len(pool)]
-                mirror = self.mirror and bool(int(self.rng.integers(0, 2**32)) % 2)
+                w = pool[self.rng.rand() % len(pool)]
+                mirror = self.mirror and bool(self.rng.rand() % 2)
                 if self.lo <= item < self.hi:
                     self._fill(data[item - self.lo], w, mirror)
                     labels[item - self.lo] = w.label
@@ -224,8 +226,8 @@ class WindowData(Layer):
     (when mirror, or in TRAIN with a crop), the seed of the layer's own prefetch RNG, and the prefetch
     thread's seed; per window of a batch it then draws from the prefetch RNG one 32-bit number whose
     remainder picks the window from its list, and, only with ``mirror``, one more whose parity decides
-    the flip. pixsent seeds one generator from the net's context RNG at set-up and makes the same per-window
-    draws from it.
+    the flip. pixsent makes the same draws from the net's Caffe generator and a forked sampler
+    (engine/rng.py), so windows and flips are Caffe's. Its position is not saved for an exact resume.
     """
 
     prefetch_count = 4
@@ -282,8 +284,18 @@ class WindowData(Layer):
         if batch % world:
             raise NetError(f"layer {self.name!r}: batch_size {batch} does not divide among {world} ranks")
         lo, hi = rank * batch // world, (rank + 1) * batch // world
-        seed = int(torch.randint(0, 2**62, (1,), generator=self.ctx.generator).item())
-        loader = _WindowLoader(self, np.random.default_rng(seed), lo, hi)
+        # draws from the net's Caffe generator in Caffe's order: the base data layer's transformer seed
+        # (twice, when mirror or a TRAIN crop make it random; WindowData never uses it), the window
+        # sampler's own seed (DataLayerSetUp), then the prefetch thread's
+        main = self.ctx.rng
+        random_transform = bool(t.mirror) or (self.phase == caffe_pb2.TRAIN and bool(t.crop_size))
+        if random_transform:
+            main.rand()
+        sampler = caffe_rng.fork(main)
+        if random_transform:
+            main.rand()
+        main.rand()
+        loader = _WindowLoader(self, sampler, lo, hi)
         self._shapes = [(hi - lo, channels, int(t.crop_size), int(t.crop_size)), (hi - lo,)]
         self._prefetcher = _Prefetcher(loader, self.prefetch_count, self.name)
         return list(self._shapes)

@@ -641,6 +641,13 @@ class Solver:
                 net.restore_rng_state(state)
         caffe_rng.current().set_state(tree["rng"])
         self._resume_loss = tree["loss"]
+        restarting = sorted({n for _, state in pairs if state for n in state.get("restarting", [])})
+        if restarting:
+            glog.warning(
+                f"layers {', '.join(restarting)} start their data over: their position is not saved, so this "
+                "run will not equal an uninterrupted one",
+                "solver.cpp:0",
+            )
 
 
 def _net_state(net) -> dict | None:
