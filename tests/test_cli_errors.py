@@ -119,6 +119,12 @@ def bad(tmp_path_factory) -> dict[str, Path]:
         (splits / f"test{k}" / "train.txt").write_text(train)
         (splits / f"test{k}" / "test.txt").write_text(test)
     out["splits"] = splits
+    splits_ok = d / "splits_ok" / "five_agrees"  # a valid set (the pipeline checks splits before all else)
+    for k, (train, test) in enumerate((("x1 0\n", "x2 1\n"), ("x2 1\n", "x1 0\n")), 1):
+        (splits_ok / f"test{k}").mkdir(parents=True)
+        (splits_ok / f"test{k}" / "train.txt").write_text(train)
+        (splits_ok / f"test{k}" / "test.txt").write_text(test)
+    out["splits_ok"] = splits_ok
     # a real LMDB of 12x10 images, and nets reading it (one with a missing LMDB, one with a wrong mean)
     from pixsent.data.imageset import convert_imageset
 
@@ -271,7 +277,7 @@ CASES: dict[str, tuple[str, tuple[str, ...]]] = {
     "prototxt-out-under-file": ("prototxt --out {net}/pt", ("net.prototxt is a file",)),
     "fold-unknown-variant": ("fold 1 --variant fc99 --runs {out}/runs --quiet", ("fc99", "unknown variant")),
     "fold-missing-images": (
-        "fold 1 --splits {splits}/.. --data {out}/noimages --runs {out}/runs --lmdb {out}/lmdb --quiet",
+        "fold 1 --splits {splits_ok}/.. --data {out}/noimages --runs {out}/runs --lmdb {out}/lmdb --quiet",
         ("noimages", "image folder not found"),
     ),
     "predict-missing-image": (

@@ -243,7 +243,11 @@ def train(flags: CaffeFlags):
 
 
 def _train(flags: CaffeFlags):
+    from pixsent.formats.stale import remove_stale_temporaries
+
     param = load_solver_param(flags)
+    # snapshots a kill -9 left half-written (hidden temporaries, 230 MB each at CaffeNet scale)
+    remove_stale_temporaries(Path(param.snapshot_prefix).parent, say=lambda m: glog.info(m, "solver.cpp:0"))
     gpus = _select_train_devices(flags, param)
     _log_devices(gpus)
     if len(gpus) > 1:
@@ -294,9 +298,7 @@ def test(flags: CaffeFlags) -> dict[str, float]:
         raise PixsentError("test: need model weights to score (-weights W.caffemodel)")
     device = _device(flags)
     net = _make_net(flags, caffe_pb2.TEST, device)
-    for w in flags.weights.split(","):
-        if w:
-            net.copy_trained_layers_from(w)
+    net.copy_trained_layers_from(flags.weights)  # a comma list: one line names the layers none provided
     iterations = 50 if flags.iterations is None else flags.iterations
     glog.info(f"Running for {iterations} iterations.", "caffe.cpp:304")
     names: list[str] = []

@@ -83,7 +83,7 @@ def save_mean(mean: np.ndarray, binaryproto: str | Path | None = None, npy: str 
     if npy is not None:
         from pixsent.formats.atomic import atomic_path
 
-        with atomic_path(npy) as tmp, open(tmp, "wb") as fh:
+        with atomic_path(npy, size=mean.astype(np.float32).nbytes + 128) as tmp, open(tmp, "wb") as fh:
             np.save(fh, mean.astype(np.float32))
 
 

@@ -52,6 +52,17 @@ def to_chw(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img.transpose(2, 0, 1))
 
 
+def unreadable_reason(path: str | Path) -> str:
+    """Why ``image_to_datum`` gave nothing for ``path``: missing, a truncated JPEG, or not decodable."""
+    from pixsent.data.jpeg import truncated_jpeg
+
+    if not Path(path).is_file():
+        return "file not found"
+    if truncated_jpeg(path):
+        return "truncated JPEG (the data ends before its end-of-image marker)"
+    return "OpenCV cannot decode it"
+
+
 def extension_matches(filename: str, encoding: str) -> bool:
     """Caffe's matchExt: the file's extension equals the encoding ('jpg' also accepts 'jpeg')."""
     ext = Path(filename).suffix.lower().lstrip(".")
@@ -65,7 +76,12 @@ def guess_encoding(filename: str) -> str:
 
 
 def image_to_datum(path: str | Path, label: int, opts: ImageOptions) -> caffe_pb2.Datum | None:
-    """ReadImageToDatum: a Datum for one image file, or None when OpenCV cannot decode it."""
+    """ReadImageToDatum: a Datum for one image file, or None when OpenCV cannot decode it or it is a JPEG
+    cut short (which OpenCV would decode with grey rows; see pixsent.data.jpeg)."""
+    from pixsent.data.jpeg import truncated_jpeg
+
+    if truncated_jpeg(path):
+        return None
     img = read_image(path, opts.height, opts.width, opts.gray)
     if img is None:
         return None

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from pixsent.data.imagelist import ListEntry, read_image_list
-from pixsent.data.images import ImageOptions, guess_encoding, image_to_datum
+from pixsent.data.images import ImageOptions, guess_encoding, image_to_datum, unreadable_reason
 from pixsent.errors import DataError
 
 DEFAULT_SEED = 0
@@ -126,7 +126,9 @@ def _writer(db_path: Path, overwrite: bool, expected_bytes: int = 0):
     from pixsent.formats.lmdb_io import LMDBWriter
 
     map_size = max(LMDBWriter.INITIAL_MAP_SIZE, int(expected_bytes * 1.5) + (16 << 20))
-    return LMDBWriter(db_path, overwrite=overwrite, commit_every=1000, map_size=map_size)
+    return LMDBWriter(
+        db_path, overwrite=overwrite, commit_every=1000, map_size=map_size, expected_bytes=expected_bytes
+    )
 
 
 def convert_imageset(
@@ -182,11 +184,13 @@ def convert_imageset(
             bar.update()
             if value is None:
                 where = f"{listfile}:{job.line}"
+                why = unreadable_reason(_join(str(root), job.path))
                 if strict:
-                    raise DataError(f"{where}: cannot read image {_join(str(root), job.path)}")
+                    raise DataError(f"{where}: cannot read image {_join(str(root), job.path)}: {why}")
                 report.skipped.append(f"{where}: {job.path}")
-                why = "unreadable" if os.path.exists(_join(str(root), job.path)) else "missing"
-                print(f"convert_imageset: skipped {why} image {job.path} ({where})", file=sys.stderr)
+                kind = "unreadable" if os.path.exists(_join(str(root), job.path)) else "missing"
+                detail = f": {why}" if kind == "unreadable" else ""
+                print(f"convert_imageset: skipped {kind} image {job.path} ({where}){detail}", file=sys.stderr)
                 continue
             if check_size and not encoded:
                 size = _data_size(value)

@@ -86,7 +86,24 @@ def _read_checked(path: Path, problems: list[Problem]) -> list[ListEntry]:
             continue
         first_line[entry.path] = number
         entries.append(entry)
+    if not first_line and not any(p.file == path for p in problems):
+        problems.append(Problem(path, 0, "file is empty (no `id label` lines)"))
     return entries
+
+
+def _overlap(train: Path, entry: ListEntry, test: Path, test_entry: ListEntry) -> Problem:
+    """A training id that is also in the same fold's test list."""
+    return Problem(train, entry.line, f"{entry.path} is also in this fold's {test.name}:{test_entry.line}")
+
+
+def check_fold(train: Path, test: Path) -> list[Problem]:
+    """The checks of `splits check` that one fold's two files allow: each file's lines, labels and
+    duplicates, an empty file, and ids in both (what the pipeline runs before it builds anything)."""
+    problems: list[Problem] = []
+    trains = _read_checked(Path(train), problems)
+    tests = {e.path: e for e in _read_checked(Path(test), problems)}
+    problems += [_overlap(Path(train), e, Path(test), tests[e.path]) for e in trains if e.path in tests]
+    return problems
 
 
 def check_split_set(root: str | Path) -> list[Problem]:
@@ -123,13 +140,7 @@ def check_split_set(root: str | Path) -> list[Problem]:
         train_ids = {e.path: e for e in trains[f.k]}
         for e in trains[f.k]:
             if e.path in test_ids:
-                problems.append(
-                    Problem(
-                        f.train,
-                        e.line,
-                        f"{e.path} is also in this fold's {f.test.name}:{test_ids[e.path].line}",
-                    )
-                )
+                problems.append(_overlap(f.train, e, f.test, test_ids[e.path]))
             elif e.path not in in_test:
                 problems.append(
                     Problem(f.train, e.line, f"{e.path} is in no test fold (test folds must cover the set)")

@@ -7,6 +7,7 @@ message; multi-line messages (parameter dumps) carry the prefix on the first lin
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import sys
@@ -26,6 +27,7 @@ class GlogConfig:
     to_stderr: bool = True
     files: list[TextIO] = field(default_factory=list)
     min_level: int = int(os.environ.get("GLOG_minloglevel", "0") or 0)  # noqa: SIM112 - glog's own name
+    output_closed: bool = False  # stderr's reader has gone (see output_lost); the solver polls this
 
 
 CONFIG = GlogConfig()
@@ -48,11 +50,44 @@ def log(severity: str, message: str, src: str = "caffe.cpp:0") -> None:
     line = format_line(severity, message, src) + "\n"
     with _lock:
         if CONFIG.to_stderr:
-            sys.stderr.write(line)
-            sys.stderr.flush()
+            try:
+                sys.stderr.write(line)
+                sys.stderr.flush()
+            except (BrokenPipeError, ValueError):  # the reader of the pipe has exited (or stderr is closed)
+                output_lost(line)
         for fh in CONFIG.files:
             fh.write(line)
             fh.flush()
+
+
+def output_lost(line: str) -> None:
+    """Stderr's pipe has no reader any more (e.g. the pipeline that ran us was killed by SIGHUP): point the
+    descriptors sharing it at /dev/null so no later write (nor the exit) fails, go on in the file named by
+    $PIXSENT_LOG_FALLBACK when set, and raise ``output_closed`` so the solver snapshots and stops."""
+    CONFIG.to_stderr = False
+    CONFIG.output_closed = True
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        broken = os.fstat(2)
+        for fd in (1, 2):
+            with contextlib.suppress(OSError):
+                st = os.fstat(fd)
+                if (st.st_dev, st.st_ino) == (broken.st_dev, broken.st_ino):
+                    os.dup2(null, fd)
+    except OSError:
+        pass
+    finally:
+        os.close(null)
+    fallback = os.environ.get("PIXSENT_LOG_FALLBACK")
+    if fallback:
+        try:
+            fh = add_file(fallback)
+        except OSError:
+            return
+        fh.write(line)
+        note = "output pipe closed (its reader has exited); logging here, stopping after a snapshot"
+        fh.write(format_line("WARNING", note, "caffe.cpp:0") + "\n")
+        fh.flush()
 
 
 def info(message: str, src: str = "caffe.cpp:0") -> None:

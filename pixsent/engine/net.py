@@ -371,19 +371,28 @@ class Net:
         return out
 
     # -- weights ----------------------------------------------------------------------------------
-    def copy_trained_layers_from(self, source: ModelSource, origin: str = "<NetParameter>") -> None:
+    def copy_trained_layers_from(
+        self, source: ModelSource, origin: str = "<NetParameter>", *, report: bool = True
+    ) -> set[str]:
         """Caffe's CopyTrainedLayersFrom: blobs copied by layer name; absent layers ignored; a blob count
         or shape mismatch raises NetError naming the layer and both shapes. A comma-separated string
-        names several caffemodels, applied in order; ``origin`` names a parsed message in errors."""
+        names several caffemodels, applied in order; ``origin`` names a parsed message in errors.
+        Returns the layers copied; with ``report``, logs those with parameters left out (engine.coverage)."""
+        from pixsent.engine.coverage import log_uncovered
+
         if isinstance(source, caffe_pb2.NetParameter):
-            self._copy_from_param(source, origin)
-            return
-        for path in str(source).split(","):
+            covered = self._copy_from_param(source, origin)
+        else:
             from pixsent.formats.caffemodel import read_caffemodel
 
-            self._copy_from_param(read_caffemodel(path.strip()), path.strip())
+            paths = [p.strip() for p in str(source).split(",") if p.strip()]
+            covered = set().union(*(self._copy_from_param(read_caffemodel(p), p) for p in paths))
+            origin = ", ".join(paths)
+        if report:
+            log_uncovered(self, covered, origin)
+        return covered
 
-    def _copy_from_param(self, src: caffe_pb2.NetParameter, origin: str) -> None:
+    def _copy_from_param(self, src: caffe_pb2.NetParameter, origin: str) -> set[str]:
         from pixsent.formats.blob import blob_shape, blob_to_array, legacy_shape_equals
 
         if src.layers and not src.layer:
@@ -393,6 +402,7 @@ class Net:
             copy.CopyFrom(src)
             src = upgrade_net(copy, origin)
         index = {n: i for i, n in enumerate(self.layer_names)}
+        covered: set[str] = set()
         with torch.no_grad():
             for sl in src.layer:
                 i = index.get(sl.name)
@@ -413,6 +423,8 @@ class Net:
                         )
                     arr = blob_to_array(b, source=origin).reshape(shape)
                     t.copy_(torch.as_tensor(arr).to(t.device))  # (ascontiguousarray makes 0-d 1-d)
+                covered.add(sl.name)
+        return covered
 
     def share_weights(self, other: Net) -> None:
         """Use ``other``'s parameter tensors for layers of the same name (Caffe's ShareTrainedLayersWith)."""

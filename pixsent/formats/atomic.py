@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pixsent.errors import PixsentError
+from pixsent.formats.space import disk_full_error, is_disk_full
 
 
 def sibling_path(path: Path, tag: str) -> Path:
@@ -42,10 +43,11 @@ def replace_path(tmp: Path, path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], size: int | None = None) -> Iterator[Path]:
     """Yield a not-yet-existing temporary Path next to ``path``; create a file or folder there.
 
-    On normal exit it is renamed onto ``path`` (replacing what was there); on an exception it is removed.
+    On normal exit it is renamed onto ``path`` (replacing what was there); on an exception it is removed,
+    and a full disk becomes a DiskFullError naming ``path`` and ``size`` (the bytes it needs, when known).
     """
     final = Path(path)
     try:
@@ -55,8 +57,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = sibling_path(final, "tmp")
     try:
         yield tmp
-    except BaseException:
+    except BaseException as exc:
         _remove(tmp)
+        if is_disk_full(exc):
+            raise disk_full_error(final, size) from None
         raise
     if not tmp.exists():
         raise FileNotFoundError(f"{final}: nothing was written to the temporary path {tmp.name}")
@@ -76,7 +80,7 @@ def _blocking_file(folder: Path) -> Path:
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (fsync'ed before the rename)."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+    with atomic_path(path, size=len(data)) as tmp, open(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())

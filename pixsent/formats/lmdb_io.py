@@ -18,6 +18,9 @@ from pixsent.caffe.proto import caffe_pb2
 from pixsent.errors import DataError, FormatError
 from pixsent.formats.atomic import replace_path, sibling_path
 from pixsent.formats.datum import parse_datum
+from pixsent.formats.locks import acquire
+from pixsent.formats.space import disk_full_error, free_bytes, is_disk_full
+from pixsent.formats.stale import remove_stale_temporaries
 
 
 class LMDBReader:
@@ -86,6 +89,9 @@ class LMDBWriter:
 
     Puts are committed every ``commit_every`` entries (as convert_imageset commits every 1000); when the
     map is full the map size doubles and the pending batch is replayed, as Caffe's LMDB wrapper grows it.
+    A failed commit (LMDB reports a full disk as an I/O error) drops the temporary database and raises a
+    one-line error naming ``path``: DiskFullError with the space needed (``expected_bytes`` when given)
+    when the filesystem has no room left. Only one writer at a time may build ``path`` (a lock beside it).
     """
 
     INITIAL_MAP_SIZE = 64 << 20
@@ -97,16 +103,26 @@ class LMDBWriter:
         overwrite: bool = False,
         commit_every: int = 1000,
         map_size: int = INITIAL_MAP_SIZE,
+        expected_bytes: int = 0,
     ) -> None:
         self.path = Path(path)
-        if self.path.exists() and not overwrite:
-            raise DataError(f"{self.path}: already exists (pass overwrite=True to replace it)")
+        self._env: lmdb.Environment | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = acquire(self.path, "writing this LMDB")
+        if self.path.exists() and not overwrite:
+            self._lock.release()
+            raise DataError(f"{self.path}: already exists (pass overwrite=True to replace it)")
+        remove_stale_temporaries(self.path.parent)
         self.commit_every = max(1, int(commit_every))
-        self._tmp = sibling_path(self.path, "tmp")
-        self._env: lmdb.Environment | None = lmdb.open(str(self._tmp), map_size=int(map_size), subdir=True)
+        self.expected_bytes = int(expected_bytes)
+        self._written_bytes = 0
         self._pending: list[tuple[bytes, bytes]] = []
         self.count = 0
+        self._tmp = sibling_path(self.path, "tmp")
+        try:
+            self._env = lmdb.open(str(self._tmp), map_size=int(map_size), subdir=True)
+        except lmdb.Error as exc:
+            self._failed(exc, 0)
 
     def put(self, key: bytes, value: bytes) -> None:
         """Store ``value`` under ``key`` (committed in batches)."""
@@ -121,6 +137,7 @@ class LMDBWriter:
         """Commit the pending batch, doubling the map size as often as needed to fit it."""
         if self._env is None or not self._pending:
             return
+        batch = sum(len(k) + len(v) for k, v in self._pending)
         while True:
             try:
                 with self._env.begin(write=True) as txn:
@@ -129,17 +146,35 @@ class LMDBWriter:
                 break
             except lmdb.MapFullError:
                 self._env.set_mapsize(self._env.info()["map_size"] * 2)
+            except lmdb.Error as exc:
+                self._failed(exc, batch)
+        self._written_bytes += batch
         self._pending.clear()
+
+    def _failed(self, exc: BaseException, batch: int) -> None:
+        """Drop the temporary database and raise the one-line error of a failed write (disk full or not)."""
+        full = is_disk_full(exc) or (free_bytes(self._tmp) or 0) < max(batch, 1 << 20)
+        self.discard()
+        if full:
+            needed = max(self.expected_bytes, self._written_bytes + batch)
+            raise disk_full_error(self.path, needed, at_least=not self.expected_bytes) from None
+        raise DataError(f"{self.path}: writing the database failed ({exc})") from None
 
     def close(self) -> Path:
         """Commit, close and move the finished database onto ``path``."""
         if self._env is None:
             return self.path
         self.flush()
-        self._env.sync(True)
+        try:
+            self._env.sync(True)
+        except (lmdb.Error, OSError) as exc:
+            self._failed(exc, 0)
         self._env.close()
         self._env = None
-        replace_path(self._tmp, self.path)
+        try:
+            replace_path(self._tmp, self.path)
+        finally:
+            self._lock.release()
         return self.path
 
     def discard(self) -> None:
@@ -148,7 +183,10 @@ class LMDBWriter:
             self._env.close()
             self._env = None
         self._pending.clear()
-        shutil.rmtree(self._tmp, ignore_errors=True)
+        if hasattr(self, "_tmp"):
+            shutil.rmtree(self._tmp, ignore_errors=True)
+        if hasattr(self, "_lock"):
+            self._lock.release()
 
     def __enter__(self) -> LMDBWriter:
         return self

@@ -177,9 +177,21 @@ def find_split_files(cfg: FoldConfig) -> tuple[Path, Path]:
     )
 
 
+def check_fold_files(train: Path, test: Path) -> None:
+    """DataError with the first problem `pixsent splits check` finds in a fold's files (FILE:LINE: ...)."""
+    from pixsent.data.splits import check_fold
+
+    problems = check_fold(train, test)
+    if problems:
+        more = f"{len(problems) - 1} more problem(s); " if len(problems) > 1 else ""
+        raise DataError(f"{problems[0]} ({more}`pixsent splits check {train.parent.parent}` lists them)")
+
+
 def step_splits(cfg: FoldConfig, run: RunPaths) -> str:
-    """Copy the fold's split files into the run folder, so the run records exactly what it used."""
+    """Copy the fold's split files into the run folder, so the run records exactly what it used; files that
+    `pixsent splits check` would reject stop the fold here, with its messages."""
     train, test = find_split_files(cfg)
+    check_fold_files(train, test)
     inputs = {"train": file_fingerprint(train), "test": file_fingerprint(test)}
     if is_done(run, "splits", inputs):
         return "cached"
@@ -236,16 +248,14 @@ def step_lmdb(cfg: FoldConfig, run: RunPaths) -> str:
     stamp). Images that cannot be read are skipped, as Caffe's convert_imageset does, and named (list file,
     line, path) on stderr and in the stamps, also when a cached build is reused."""
     from pixsent.data.imageset import convert_imageset
+    from pixsent.workflow.lmdb_key import lmdb_key
 
     recipe = get_recipe(cfg.recipe)
     size = recipe.image_size(cfg)
     root = image_root(cfg, run.dir / "train.txt")
     out = lmdb_dir(cfg)
-    inputs = {
-        "train": file_fingerprint(run.dir / "train.txt"),
-        "test": file_fingerprint(run.dir / "test.txt"),
-        "images": str(root.resolve()),
-        "size": size,
+    inputs = {  # by content (pixsent.workflow.lmdb_key), so every run folder of the fold shares one build
+        **lmdb_key(run.dir / "train.txt", run.dir / "test.txt", root, size=size, shuffle_seed=cfg.fold),
         "dbs": [file_fingerprint(out / "train_lmdb"), file_fingerprint(out / "test_lmdb")],
     }
     stamp_inputs = {k: v for k, v in inputs.items() if k != "dbs"}
@@ -467,13 +477,29 @@ def forget_evaluation(run: RunPaths) -> None:
 
 
 def _run_logged(cmd: list[str], run: RunPaths, env: dict[str, str], cfg: FoldConfig) -> None:
-    """Run the training child in the run folder, appending its output to train.log (and echoing it)."""
+    """Run the training child in the run folder, appending its output to train.log (and echoing it).
+
+    The child shares the run folder's lock (so the folder stays locked while it lives, also when this
+    process is killed first) and is told to log to train.log itself should its output pipe close."""
+    from pixsent.formats.locks import held
+
+    lock = held(run.dir)
+    env = dict(env, PIXSENT_LOG_FALLBACK=str(run.log.resolve()))
     with open(run.log, "a", encoding="utf-8") as log:
         log.write(f"# pixsent: {' '.join(cmd)}\n")
         log.flush()
         proc = subprocess.Popen(
-            cmd, cwd=run.dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+            cmd,
+            cwd=run.dir,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            pass_fds=(lock.fd,) if lock is not None else (),
         )
+        if lock is not None:
+            lock.add_holder(proc.pid, "trainer")
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
@@ -539,6 +565,24 @@ def _device(cfg: FoldConfig) -> str:
     return f"cuda:{cfg.gpu}" if cfg.gpu is not None and cfg.gpu.isdigit() else "cpu"
 
 
+def _step_lock(cfg: FoldConfig, name: str):
+    """The fold's LMDB folder is shared by every run folder of the fold: one pipeline builds it while the
+    others wait, then find it cached."""
+    import contextlib
+    import errno
+
+    if name != "lmdb":
+        return contextlib.nullcontext()
+    from pixsent.formats.locks import acquire
+
+    try:
+        return acquire(lmdb_dir(cfg).resolve(), "pipeline building the fold's LMDBs", wait=True, say=say)
+    except OSError as exc:  # LMDBs on read-only media: nobody can build there, nothing to guard
+        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        return contextlib.nullcontext()
+
+
 STEPS: list[tuple[str, Callable[[FoldConfig, RunPaths], str]]] = [
     ("splits", step_splits),
     ("lmdb", step_lmdb),
@@ -552,12 +596,16 @@ def run_fold(cfg: FoldConfig) -> dict:
     """Run every step of one fold (skipping what is done) and return its metrics."""
     import json
 
+    from pixsent.formats.locks import acquire
+
     run = cfg.run_paths()
     run.dir.mkdir(parents=True, exist_ok=True)
-    for name, step in STEPS:
-        status = step(cfg, run)
-        say(f"{run.subset}/{run.name}/fold{run.fold}: {name} {status}")
-    metrics = json.loads(run.metrics.read_text())
+    with acquire(run.dir, "pixsent pipeline", say=say):  # one pipeline (and its trainer) per run folder
+        for name, step in STEPS:
+            with _step_lock(cfg, name):
+                status = step(cfg, run)
+            say(f"{run.subset}/{run.name}/fold{run.fold}: {name} {status}")
+        metrics = json.loads(run.metrics.read_text())
     capped = (
         f" after {metrics['max_iter']} of {metrics['full_max_iter']} iterations (CAPPED smoke run)"
         if metrics.get("capped")

@@ -2,7 +2,8 @@
 
 The solver polls ``requested_action()`` after every iteration (and between test batches); the flag is
 cleared when read. Defaults are Caffe's: SIGINT stops (the solver then snapshots via snapshot_after_train),
-SIGHUP snapshots and continues. Each effect can be ``stop``, ``snapshot`` or ``none``.
+SIGHUP snapshots and continues. Each effect can be ``stop``, ``snapshot`` or ``none``. A log pipe whose reader
+has gone (``glog.CONFIG.output_closed``, e.g. ``make`` killed by SIGHUP) asks once to stop, like SIGINT.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import signal
 import threading
 from dataclasses import dataclass, field
 
+from pixsent.engine import glog
 from pixsent.errors import PixsentError
 
 
@@ -38,6 +40,7 @@ class SignalHandler:
     sigint_effect: Action = Action.STOP
     sighup_effect: Action = Action.SNAPSHOT
     _got: dict[int, bool] = field(default_factory=dict)
+    _output_closed_seen: bool = False
     _previous: dict[int, object] = field(default_factory=dict)
 
     def _signals(self) -> list[int]:
@@ -64,6 +67,9 @@ class SignalHandler:
         """The action of a pending signal (SIGINT first), clearing it; NONE when nothing arrived."""
         if self._got.pop(signal.SIGINT, False):
             return self.sigint_effect
+        if glog.CONFIG.output_closed and not self._output_closed_seen:  # no one reads our log any more
+            self._output_closed_seen = True
+            return Action.STOP
         if hasattr(signal, "SIGHUP") and self._got.pop(signal.SIGHUP, False):
             return self.sighup_effect
         return Action.NONE

@@ -253,21 +253,26 @@ class Solver:
                 net, net_param = self._make(
                     src, caffe_pb2.TEST, p.test_state[i] if len(p.test_state) else None
                 )
-            self._load_weights(net)
+            self._load_weights(net, report=False)
             net.share_weights(self.net)
             self.test_nets.append(net)
             self.test_net_params.append(net_param)
 
-    def _load_weights(self, net) -> None:
-        """Copy the layers of every caffemodel in ``param.weights`` (each may be a comma list)."""
+    def _load_weights(self, net, report: bool = True) -> None:
+        """Copy the layers of every caffemodel in ``param.weights`` (each may be a comma list); with
+        ``report`` one line names the layers with parameters that none of them provided."""
+        from pixsent.engine.coverage import log_uncovered
         from pixsent.formats.caffemodel import read_caffemodel
 
-        for entry in self.param.weights:
-            for name in [w for w in entry.split(",") if w]:
-                glog.info(f"Finetuning from {name}", "solver.cpp:72")
-                if name not in self._weights_cache:
-                    self._weights_cache[name] = read_caffemodel(name)
-                net.copy_trained_layers_from(self._weights_cache[name], origin=name)
+        names = [w for entry in self.param.weights for w in entry.split(",") if w]
+        covered: set[str] = set()
+        for name in names:
+            glog.info(f"Finetuning from {name}", "solver.cpp:72")
+            if name not in self._weights_cache:
+                self._weights_cache[name] = read_caffemodel(name)
+            covered |= net.copy_trained_layers_from(self._weights_cache[name], origin=name, report=False)
+        if names and report:
+            log_uncovered(net, covered, ", ".join(names))
 
     @property
     def params(self) -> list[torch.Tensor]:
