@@ -53,14 +53,14 @@ def log(severity: str, message: str, src: str = "caffe.cpp:0") -> None:
             try:
                 sys.stderr.write(line)
                 sys.stderr.flush()
-            except (BrokenPipeError, ValueError):  # the reader of the pipe has exited (or stderr is closed)
-                output_lost(line)
+            except BrokenPipeError:  # the process reading our pipe has exited
+                output_lost()
         for fh in CONFIG.files:
             fh.write(line)
             fh.flush()
 
 
-def output_lost(line: str) -> None:
+def output_lost() -> None:
     """Stderr's pipe has no reader any more (e.g. the pipeline that ran us was killed by SIGHUP): point the
     descriptors sharing it at /dev/null so no later write (nor the exit) fails, go on in the file named by
     $PIXSENT_LOG_FALLBACK when set, and raise ``output_closed`` so the solver snapshots and stops."""
@@ -79,15 +79,13 @@ def output_lost(line: str) -> None:
     finally:
         os.close(null)
     fallback = os.environ.get("PIXSENT_LOG_FALLBACK")
-    if fallback:
+    if fallback:  # log() goes on to write ``line`` (and all later ones) there
         try:
             fh = add_file(fallback)
         except OSError:
             return
-        fh.write(line)
         note = "output pipe closed (its reader has exited); logging here, stopping after a snapshot"
         fh.write(format_line("WARNING", note, "caffe.cpp:0") + "\n")
-        fh.flush()
 
 
 def info(message: str, src: str = "caffe.cpp:0") -> None:
