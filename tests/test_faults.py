@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -22,7 +23,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pixsent.errors import DataError
+from pixsent.errors import DataError, NetError
 
 PY = sys.executable
 
@@ -220,6 +221,19 @@ def test_1_compute_image_mean_on_full_disk_is_one_line_and_leaves_nothing(small_
         line = one_error_line(done, "compute_image_mean")
         assert f"{disk / out}: no space left" in line and "needs about" in line, line
         assert sorted(p.name for p in disk.iterdir()) == ["filler"]
+
+
+def test_1_pipeline_names_the_trainers_own_error(tmp_path):
+    """A trainer that stops on a full disk: the fold's error repeats its line instead of 'see the log'."""
+    from pixsent.workflow.pipeline import FoldConfig, _run_logged
+    from pixsent.workflow.runs import RunPaths
+
+    run = RunPaths(tmp_path, "s", "v", "i", 1)
+    run.dir.mkdir(parents=True)
+    said = "pixsent caffe: error: snapshots/x_iter_4.caffemodel: no space left on the device (...)"
+    trainer = [PY, "-c", f"import sys; print({said!r}, file=sys.stderr); sys.exit(1)"]
+    with pytest.raises(NetError, match=r"status 1: snapshots/x_iter_4\.caffemodel: no space left"):
+        _run_logged(trainer, run, dict(os.environ), FoldConfig(echo=False))
 
 
 def test_1_atomic_write_on_full_disk_in_process(tmp_path, monkeypatch):
@@ -515,6 +529,28 @@ def test_5_trainer_keeps_the_run_folder_locked_after_its_pipeline_is_killed(tmp_
     said = []
     with acquire(run.dir, "third pipeline", say=said.append):
         assert len(said) == 1 and "taking over" in said[0]
+
+
+def test_5_second_pipeline_waits_for_the_fold_lmdbs_another_builds(tmp_path, capsys):
+    """Run folders of one fold share its LMDB folder: a second pipeline waits for the first to build it."""
+    from pixsent.workflow.pipeline import _step_lock, lmdb_dir
+
+    cfg, _ = _fold_cfg(tmp_path, "a 0\n", "c 1\n")
+    folder = str(lmdb_dir(cfg).resolve())
+    holder = subprocess.Popen(
+        [PY, "-c", "import sys, time; from pixsent.formats.locks import acquire; "
+         f"lock = acquire({folder!r}, 'building'); print('held', flush=True); sys.stdin.readline()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        threading.Timer(1.0, holder.stdin.close).start()  # the builder finishes a second from now
+        with _step_lock(cfg, "lmdb"):
+            assert holder.wait(timeout=60) == 0  # got the lock only once the builder was done
+    finally:
+        holder.kill()
+        holder.wait()
+    assert f"{folder}: waiting for PID {holder.pid} (building) to finish with it" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- 6. weights that do not cover the net

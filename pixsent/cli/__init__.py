@@ -9,6 +9,7 @@ code) on each parser. Heavy imports (torch, cv2) belong inside the handlers so t
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import pkgutil
 import sys
@@ -56,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         if isinstance(exc, OSError) and exc.filename is not None:
             print(f"pixsent {args.command}: error: {os_error_message(exc)}", file=sys.stderr)
+            return 1
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):  # a writer without a name
+            print(f"pixsent {args.command}: error: {exc.strerror} (disk or quota full)", file=sys.stderr)
             return 1
         raise
 

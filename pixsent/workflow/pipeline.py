@@ -502,7 +502,10 @@ def _run_logged(cmd: list[str], run: RunPaths, env: dict[str, str], cfg: FoldCon
             lock.add_holder(proc.pid, "trainer")
         try:
             assert proc.stdout is not None
+            error = ""  # the trainer's own one-line error, if it printed one (e.g. a full disk)
             for line in proc.stdout:
+                if ": error: " in line and line.startswith("pixsent "):
+                    error = line.split(": error: ", 1)[1].strip()
                 log.write(line)
                 log.flush()
                 if cfg.echo:
@@ -518,7 +521,8 @@ def _run_logged(cmd: list[str], run: RunPaths, env: dict[str, str], cfg: FoldCon
                 proc.kill()
             raise
     if rc != 0:
-        raise NetError(f"{run.log}: training exited with status {rc}; see the log")
+        said = f": {error}" if error else "; see the log"
+        raise NetError(f"{run.log}: training exited with status {rc}{said}")
 
 
 def step_evaluate(cfg: FoldConfig, run: RunPaths) -> str:

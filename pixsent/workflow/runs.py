@@ -173,12 +173,11 @@ def mark_done(
 
 
 def write_json(path: Path, obj: Any) -> None:
-    """Atomic JSON write (temporary name in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
-    tmp.replace(path)
+    """Atomic JSON write (a temporary of this process in the same folder, then rename; a full disk is a
+    one-line error naming ``path``)."""
+    from pixsent.formats.atomic import atomic_write_text
+
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
 
 
 def _jsonable(obj: Any) -> Any:
