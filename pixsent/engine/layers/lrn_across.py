@@ -57,38 +57,38 @@ def _restore(r: torch.Tensor, like: torch.Tensor, nhwc: bool) -> torch.Tensor:
 def _scale(sq: torch.Tensor, dim: int, size: int, a: float, k: float) -> torch.Tensor:
     """k + a * (window sum of sq), as Caffe's running sum: the first channel from its window, each later one
     as previous + a * entering - a * leaving, one fused multiply-add per step."""
-    c_total, pre = sq.shape[dim], (size - 1) // 2
+    pre = (size - 1) // 2
     scale = torch.empty_like(sq)
-    first = scale.select(dim, 0).fill_(k)
-    for c in range(min(pre, c_total - 1) + 1):
-        first.add_(sq.select(dim, c), alpha=a)
-    for c in range(1, c_total):
-        prev, cur = scale.select(dim, c - 1), scale.select(dim, c)
-        if c + pre < c_total:
-            torch.add(prev, sq.select(dim, c + pre), alpha=a, out=cur)
+    q, s = sq.unbind(dim), scale.unbind(dim)
+    s[0].fill_(k)
+    for c in range(min(pre, len(q) - 1) + 1):
+        s[0].add_(q[c], alpha=a)
+    for c in range(1, len(q)):
+        if c + pre < len(q):
+            torch.add(s[c - 1], q[c + pre], alpha=a, out=s[c])
         else:
-            cur.copy_(prev)
+            s[c].copy_(s[c - 1])
         if c - 1 - pre >= 0:
-            cur.sub_(sq.select(dim, c - 1 - pre), alpha=a)
+            s[c].sub_(q[c - 1 - pre], alpha=a)
     return scale
 
 
 def _window_ratio(ratio: torch.Tensor, dim: int, size: int) -> torch.Tensor:
     """Window sums of ``ratio`` in Caffe's backward order: the first channel's window added up from channel
     0, then for each later channel the previous sum minus the leaving ratio plus the entering one."""
-    c_total, pre = ratio.shape[dim], (size - 1) // 2
+    pre = (size - 1) // 2
     acc = torch.empty_like(ratio)
-    first = acc.select(dim, 0).copy_(ratio.select(dim, 0))
-    for c in range(1, min(pre, c_total - 1) + 1):
-        first.add_(ratio.select(dim, c))
-    for c in range(1, c_total):
-        prev, cur = acc.select(dim, c - 1), acc.select(dim, c)
+    r, s = ratio.unbind(dim), acc.unbind(dim)
+    s[0].copy_(r[0])
+    for c in range(1, min(pre, len(r) - 1) + 1):
+        s[0].add_(r[c])
+    for c in range(1, len(r)):
         if c - 1 - pre >= 0:
-            torch.sub(prev, ratio.select(dim, c - 1 - pre), out=cur)
+            torch.sub(s[c - 1], r[c - 1 - pre], out=s[c])
         else:
-            cur.copy_(prev)
-        if c + pre < c_total:
-            cur.add_(ratio.select(dim, c + pre))
+            s[c].copy_(s[c - 1])
+        if c + pre < len(r):
+            s[c].add_(r[c + pre])
     return acc
 
 
@@ -97,9 +97,12 @@ def _power(scale: torch.Tensor, beta: float) -> torch.Tensor:
     torch's float32 pow differs from glibc's powf in ~2 % of the elements, exp(log) in float64 in 0.07 %)."""
     if beta == 0:
         return torch.ones_like(scale)
-    if scale.dtype == torch.float32:
-        return scale.double().log_().mul_(-beta).exp_().float()
-    return scale.pow(-beta)
+    if scale.dtype != torch.float32:
+        return scale.pow(-beta)
+    if beta == 0.75:  # every LRN of the Caffe model zoo: rsqrt(s)^(3/2), cheaper than exp(log) here
+        r = scale.double().rsqrt_()
+        return r.sqrt().mul_(r).float()
+    return scale.double().log_().mul_(-beta).exp_().float()
 
 
 def _constants(dtype: torch.dtype, size: int, alpha: float, beta: float, k: float):
@@ -110,41 +113,45 @@ def _constants(dtype: torch.dtype, size: int, alpha: float, beta: float, k: floa
     return float(np.float32(alpha) / np.float32(size)), beta, _f32(k), _f32(2.0 * alpha * beta / size)
 
 
+def _scale_and_power(x: torch.Tensor, size: int, alpha: float, beta: float, k: float):
+    """Caffe's scale of x and scale^-beta, both in the memory layout of x, and 2 alpha beta / size."""
+    nhwc = _is_nhwc(x)
+    xr, dim = _rows(x, nhwc)
+    a, beta, k, ratio_coeff = _constants(x.dtype, size, alpha, beta, k)
+    scale = _restore(_scale(xr * xr, dim, size, a, k), x, nhwc)
+    return scale, _power(scale, beta), ratio_coeff
+
+
 class _LRNAcross(torch.autograd.Function):
-    """LRN across channels with Caffe's forward and backward steps (see the module docstring)."""
+    """LRN across channels with Caffe's forward and backward steps (see the module docstring); only the
+    running sums work on the channels x pixels copy, the elementwise steps stay in the input's layout."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
-        nhwc = _is_nhwc(x)
-        xr, dim = _rows(x, nhwc)
-        a, beta, k, ratio_coeff = _constants(x.dtype, size, alpha, beta, k)
-        scale = _scale(xr * xr, dim, size, a, k)
-        p = _power(scale, beta)
+        scale, p, ratio_coeff = _scale_and_power(x, size, alpha, beta, k)
         ctx.save_for_backward(x, scale, p)
-        ctx.lrn = (nhwc, dim, size, ratio_coeff)
-        return _restore(p * xr, x, nhwc)
+        ctx.lrn = (size, ratio_coeff)
+        return p * x
 
     @staticmethod
     def backward(ctx, dy: torch.Tensor):
         x, scale, p = ctx.saved_tensors
-        nhwc, dim, size, ratio_coeff = ctx.lrn
-        xr, _ = _rows(x, nhwc)
-        dyr, _ = _rows(dy, nhwc)
-        ratio = p * xr  # the forward's top, recomputed bitwise
-        ratio.mul_(dyr).div_(scale)
-        acc = _window_ratio(ratio, dim, size)
-        acc.mul_(xr)
-        dx = dyr * p
+        size, ratio_coeff = ctx.lrn
+        nhwc = _is_nhwc(x)
+        dy = dy.contiguous(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
+        ratio = p * x  # the forward's top, recomputed bitwise
+        ratio.mul_(dy).div_(scale)
+        rr, dim = _rows(ratio, nhwc)
+        acc = _restore(_window_ratio(rr, dim, size), x, nhwc)
+        acc.mul_(x)
+        dx = dy * p
         dx.add_(acc, alpha=-ratio_coeff)
-        return _restore(dx, x, nhwc), None, None, None, None
+        return dx, None, None, None, None
 
 
 def lrn_across_channels(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
     """Caffe's ACROSS_CHANNELS LRN of an N x C x H x W tensor, any memory layout (kept in the output)."""
     if torch.is_grad_enabled() and x.requires_grad:
         return _LRNAcross.apply(x, size, alpha, beta, k)
-    nhwc = _is_nhwc(x)
-    xr, dim = _rows(x, nhwc)
-    a, beta, k, _ = _constants(x.dtype, size, alpha, beta, k)
-    p = _power(_scale(xr * xr, dim, size, a, k), beta)
-    return _restore(p.mul_(xr), x, nhwc)
+    _, p, _ = _scale_and_power(x, size, alpha, beta, k)
+    return p.mul_(x)
