@@ -288,6 +288,7 @@ class LRN(Layer):
     ACROSS_CHANNELS: x * (k + alpha/n * sum of x^2 over n channels centred on c, zero-padded)^-beta.
     WITHIN_CHANNEL: Caffe composes it from AVE pooling (n x n, stride 1, pad (n-1)/2, so every window
     divides by n^2) and a Power layer with shift 1: x * (1 + alpha * mean of x^2)^-beta; k is unused.
+    With ``fast_lrn`` ACROSS_CHANNELS runs in Caffe's own float order (layers/lrn_across.py).
     """
 
     def setup(self, bottom_shapes: list[Shape]) -> list[Shape]:
