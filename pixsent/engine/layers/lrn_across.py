@@ -119,7 +119,9 @@ def _power(scale: torch.Tensor, beta: float) -> torch.Tensor:
     return p
 
 
-def _constants(dtype: torch.dtype, size: int, alpha: float, beta: float, k: float):
+def _constants(
+    dtype: torch.dtype, size: int, alpha: float, beta: float, k: float
+) -> tuple[float, float, float, float]:
     """(alpha/size, beta, k, 2 alpha beta/size) with Caffe's float rounding when computing in float32."""
     if dtype != torch.float32:
         return alpha / size, beta, k, 2.0 * alpha * beta / size
@@ -127,7 +129,9 @@ def _constants(dtype: torch.dtype, size: int, alpha: float, beta: float, k: floa
     return float(np.float32(alpha) / np.float32(size)), beta, _f32(k), _f32(2.0 * alpha * beta / size)
 
 
-def _scale_and_power(x: torch.Tensor, size: int, alpha: float, beta: float, k: float):
+def _scale_and_power(
+    x: torch.Tensor, size: int, alpha: float, beta: float, k: float
+) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Caffe's scale of x and scale^-beta, both in the memory layout of x, and 2 alpha beta / size."""
     nhwc = _is_nhwc(x)
     xr, dim = _rows(x, nhwc)
