@@ -29,7 +29,8 @@ class FastPaths:
 
     channels_last: convolutions (and so the ReLU/pooling/LRN after them) run on NHWC memory on the CPU,
     where oneDNN needs no layout reorders; values and shapes stay N x C x H x W.
-    fast_lrn: LRN across channels as one autograd Function with Caffe's own backward formula.
+    fast_lrn: LRN across channels as one autograd Function doing Caffe's forward and backward steps in its
+    float order (engine/layers/lrn_across.py).
     inplace_relu: an in-place ReLU (top named like bottom) overwrites its bottom when that is safe.
     fast_fc: InnerProduct adds its weight gradient straight into the param diff (GEMM with beta 1),
     as Caffe does, instead of a new gradient tensor summed into it afterwards.

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from pixsent.caffe.proto import caffe_pb2
 from pixsent.engine.fastpath import FAST
 from pixsent.engine.layers.base import Layer, Shape
+from pixsent.engine.layers.lrn_across import lrn_across_channels
 from pixsent.engine.registry import register_layer
 from pixsent.errors import NetError
 
@@ -280,77 +281,6 @@ class Pooling(Layer):
         return sums / div
 
 
-def channel_window_sum(a: torch.Tensor, dim: int, size: int) -> torch.Tensor:
-    """Sum over ``size`` (odd) neighbouring entries along ``dim``, centred, zero beyond the ends: each
-    output is added up directly from its window (Caffe's CPU code keeps a running sum instead)."""
-    pad = (size - 1) // 2
-    c = a.shape[dim]
-    out = a.clone()
-    for j in range(1, min(pad, c - 1) + 1):
-        out.narrow(dim, j, c - j).add_(a.narrow(dim, 0, c - j))
-        out.narrow(dim, 0, c - j).add_(a.narrow(dim, j, c - j))
-    return out
-
-
-def _channel_view(x: torch.Tensor) -> tuple[torch.Tensor, int, bool]:
-    """A dense view of an N x C x H x W tensor and its channel axis: NHWC memory as (N, H, W, C)."""
-    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        return x.permute(0, 2, 3, 1), 3, True
-    return x.contiguous(), 1, False
-
-
-def _from_view(v: torch.Tensor, nhwc: bool) -> torch.Tensor:
-    """Undo _channel_view: back to N x C x H x W (same memory)."""
-    return v.permute(0, 3, 1, 2) if nhwc else v
-
-
-def _lrn_scale(xv: torch.Tensor, dim: int, size: int, alpha: float, k: float) -> torch.Tensor:
-    """Caffe's LRN scale: k + sum over the channel window of (alpha / size) * x^2."""
-    sq = xv * xv
-    sq.mul_(alpha / size)
-    scale = channel_window_sum(sq, dim, size)
-    return scale.add_(k)
-
-
-class _LRNAcross(torch.autograd.Function):
-    """LRN across channels with Caffe's backward (lrn_layer.cpp, CrossChannelBackward_cpu):
-    dx = dy * scale^-beta - (2 alpha beta / size) * x * window_sum(dy * y / scale)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
-        xv, dim, nhwc = _channel_view(x)
-        scale = _lrn_scale(xv, dim, size, alpha, k)
-        p = scale.pow(-beta)
-        y = xv * p
-        ctx.save_for_backward(xv, scale, p)
-        ctx.lrn = (dim, nhwc, size, alpha, beta)
-        return _from_view(y, nhwc)
-
-    @staticmethod
-    def backward(ctx, dy: torch.Tensor):
-        xv, scale, p = ctx.saved_tensors
-        dim, nhwc, size, alpha, beta = ctx.lrn
-        fmt = torch.channels_last if nhwc else torch.contiguous_format
-        dyv = dy.contiguous(memory_format=fmt)
-        dyv = dyv.permute(0, 2, 3, 1) if nhwc else dyv
-        ratio = xv * p  # the forward's top, recomputed bitwise
-        ratio.mul_(dyv).div_(scale)
-        acc = channel_window_sum(ratio, dim, size)
-        acc.mul_(xv)
-        dx = dyv * p
-        dx.sub_(acc, alpha=2.0 * alpha * beta / size)
-        return _from_view(dx, nhwc), None, None, None, None
-
-
-def lrn_across_channels(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
-    """Caffe's ACROSS_CHANNELS LRN of an N x C x H x W tensor, any memory layout (kept in the output)."""
-    if torch.is_grad_enabled() and x.requires_grad:
-        return _LRNAcross.apply(x, size, alpha, beta, k)
-    xv, dim, nhwc = _channel_view(x)
-    p = _lrn_scale(xv, dim, size, alpha, k).pow_(-beta)
-    return _from_view(p.mul_(xv), nhwc)
-
-
 @register_layer("LRN")
 class LRN(Layer):
     """Local response normalisation.
@@ -358,6 +288,7 @@ class LRN(Layer):
     ACROSS_CHANNELS: x * (k + alpha/n * sum of x^2 over n channels centred on c, zero-padded)^-beta.
     WITHIN_CHANNEL: Caffe composes it from AVE pooling (n x n, stride 1, pad (n-1)/2, so every window
     divides by n^2) and a Power layer with shift 1: x * (1 + alpha * mean of x^2)^-beta; k is unused.
+    With ``fast_lrn`` ACROSS_CHANNELS runs in Caffe's own float order (layers/lrn_across.py).
     """
 
     def setup(self, bottom_shapes: list[Shape]) -> list[Shape]:
