@@ -281,7 +281,7 @@ def _make_net(flags: CaffeFlags, phase: int, device: str):
 
     stages = tuple(s for s in _stages(flags.stage) if s)
     with naming(flags.model):  # layer errors ("layer 'x': ...") also name the prototxt
-        return Net(flags.model, phase, stages=stages, level=flags.level, device=device)
+        return Net(flags.model, phase, stages=stages, level=flags.level, device=device, log=True)
 
 
 def test(flags: CaffeFlags) -> dict[str, float]:
