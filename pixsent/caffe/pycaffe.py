@@ -412,7 +412,8 @@ class Net:
     def layers(self) -> list[Any]:
         params = self.params
         return [
-            getattr(layer, "user_layer", None) or LayerView(name, _layer_type(layer), params.get(name, []), layer)
+            getattr(layer, "user_layer", None)
+            or LayerView(name, _layer_type(layer), params.get(name, []), layer)
             for name, layer in zip(self._net.layer_names, self._net.layers)
         ]
 
@@ -586,7 +587,9 @@ class Net:
             labels = np.ascontiguousarray(labels[:, np.newaxis, np.newaxis, np.newaxis])
         first = self._net.layers[0] if self._net.layers else None
         if first is None or _layer_type(first) != "MemoryData":
-            raise NetRuntimeError("set_input_arrays may only be called if the first layer is a MemoryDataLayer")
+            raise NetRuntimeError(
+                "set_input_arrays may only be called if the first layer is a MemoryDataLayer"
+            )
         p = _layer_param(first).memory_data_param
         _check_array(data, "data array", p.channels, p.height, p.width)
         _check_array(labels, "labels array", 1, 1, 1)

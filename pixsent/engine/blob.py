@@ -227,4 +227,3 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
     if t.device.type == "cpu":
         return t.numpy()
     return t.cpu().numpy()
-

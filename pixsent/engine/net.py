@@ -177,9 +177,7 @@ class Net:
                 if lp.type == "Input":
                     self.inputs.extend(tops)
             propagate = list(lp.propagate_down) or [True] * len(bottoms)
-            lrs = [
-                float(lp.param[k].lr_mult) if k < len(lp.param) else 1.0 for k in range(len(layer.blobs))
-            ]
+            lrs = [float(lp.param[k].lr_mult) if k < len(lp.param) else 1.0 for k in range(len(layer.blobs))]
             self._setup_log.layer(lp, shapes, in_place, list(lp.loss_weight), lrs, propagate)
             weights = [(i, float(w)) for i, w in enumerate(lp.loss_weight) if w != 0]
             for i, top in enumerate(tops):
@@ -336,7 +334,8 @@ class Net:
                 for j, w in self._loss_tops[i]:
                     term = tops[j].sum() * w if w != 1 else tops[j].sum()
                     if grad:
-                        self._loss_terms[i] = term if i not in self._loss_terms else self._loss_terms[i] + term
+                        prev = self._loss_terms.get(i)
+                        self._loss_terms[i] = term if prev is None else prev + term
                     loss = term if loss is None else loss + term
         for blob in written.values():
             blob.sync_live()
@@ -429,7 +428,8 @@ class Net:
         return list(out.values())
 
     def _in_range(self, blob: str, i_end: int, i_start: int) -> bool:
-        """Whether a backward over i_end..i_start writes this blob's diff (a range layer reads or makes it)."""
+        """Whether a backward over i_end..i_start writes this blob's diff (a range layer reads or makes
+        it)."""
         return any(
             blob in self.top_names[i] or blob in self.bottom_names[i] for i in range(i_end, i_start + 1)
         )

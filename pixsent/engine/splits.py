@@ -57,7 +57,7 @@ def _uses(param: caffe_pb2.NetParameter) -> tuple[dict[Source, int], dict[Source
 
 
 def insert_splits(param: caffe_pb2.NetParameter) -> caffe_pb2.NetParameter:
-    """A copy of ``param`` with Split layers inserted and the shared bottoms renamed, as Caffe's Net sees it."""
+    """A copy of ``param`` with Split layers inserted and shared bottoms renamed, as Caffe's Net sees it."""
     uses, loss, sources = _uses(param)
     out = caffe_pb2.NetParameter()
     out.CopyFrom(param)
