@@ -73,13 +73,11 @@ class Blob:
 
     def live(self) -> torch.Tensor:
         """The blob's persistent data storage (contiguous, on its device), pinned on first use."""
+        if self.owned or self.is_param:
+            return self.tensor
         if self._live is None or tuple(self._live.shape) != self._shape:
-            current = self.tensor
-            if self.owned or self.is_param:
-                self._live = current
-            else:
-                self._live = torch.empty(self._shape, dtype=torch.float32, device=self.device)
-                self._live.copy_(current.detach())
+            self._live = torch.empty(self._shape, dtype=torch.float32, device=self.device)
+            self._live.copy_(self.tensor.detach())
         return self._live
 
     def value(self) -> torch.Tensor:
