@@ -96,7 +96,11 @@ def test_partial_backward_composes_to_the_full_pass(mini):
     assert rel(part.params["fc6"][0].diff, full.params["fc6"][0].diff) < 1e-6
     assert not part.params["conv5"][0].diff.any(), "layers below end must not be touched"
     assert rel(part.blobs["pool5"].diff, full.blobs["pool5"].diff) < 1e-6
+    forwards = []
+    engine_forward = part.engine._forward
+    part.engine._forward = lambda *a, **k: forwards.append(a) or engine_forward(*a, **k)
     out = part.backward(start="pool5")  # from the pool5 diff the first pass left
+    assert forwards == [], "the second range reuses the first forward's graph, as Caffe reuses its blobs"
     assert rel(part.params["conv1"][0].diff, full.params["conv1"][0].diff) < 1e-6
     assert rel(out["data"], grads["data_diff"]) < 1e-4
     with pytest.raises(ValueError, match="no layer named 'fc9'"):

@@ -374,16 +374,21 @@ class Net:
             self._forward(0, i_start, True, keep=True)
         roots, grads = self._seeds(i_end, i_start)
         inputs = None if i_end == 0 else self._cut_inputs(i_end, i_start)
+        whole = i_end == 0 and i_start == len(self.layers) - 1
         if roots and (inputs is None or inputs):
-            torch.autograd.backward(roots, grads, inputs=inputs)
+            # a partial pass keeps the graph: the next range (Caffe scripts walk down in steps) needs it
+            torch.autograd.backward(roots, grads, inputs=inputs, retain_graph=not whole)
         for name, src in self._grad_sources.items():
             if not self._in_range(name, i_end, i_start):
                 continue
             g = src.grad
             self.blobs[name].grad_tensor = g if g is not None else torch.zeros_like(src)
             src.grad = None
-        self._loss = None
-        self._graph = False
+        if whole:  # the graph is spent: drop what pointed into it
+            self._loss = None
+            self._graph = False
+            self._loss_terms = {}
+            self._layer_tops = [None] * len(self.layers)
 
     def _seeds(self, i_end: int, i_start: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Roots of a backward over layers i_end..i_start: loss terms, and tops read by no later range layer
