@@ -131,3 +131,31 @@ def test_deep_dream_step_from_an_intermediate_blob(mini, tmp_path):
         vals.append(0.5 * float((net.blobs["conv2"].data.astype(np.float64) ** 2).sum()))
     numeric = (vals[0] - vals[1]) / (2 * eps)
     assert abs(g[i] - numeric) / max(abs(numeric), 1e-6) < 2e-2
+
+
+def test_split_forward_reads_what_the_user_wrote_and_keeps_the_graph(tmp_path):
+    """TRAIN net: forward(end='ip1'), write into the held ip1 array, forward(start='ip2'), backward():
+    ip2 sees the written values (its output is exactly ip2(written)), and ip1's weights still get their
+    gradient through the first part, as Caffe's blobs make it."""
+    text = """
+    layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 } } }
+    layer { name: "ip1" type: "InnerProduct" bottom: "x" top: "h"
+      inner_product_param { num_output: 4 weight_filler { type: "gaussian" std: 0.5 } } }
+    layer { name: "ip2" type: "InnerProduct" bottom: "h" top: "y"
+      inner_product_param { num_output: 1 weight_filler { type: "gaussian" std: 0.5 } } }
+    """
+    (tmp_path / "n.prototxt").write_text(
+        text + 'layer { name: "l" type: "Power" bottom: "y" top: "l" loss_weight: 1 }'
+    )
+    net = caffe.Net(str(tmp_path / "n.prototxt"), caffe.TRAIN)
+    net.clear_param_diffs()
+    net.blobs["x"].data[...] = 1.0
+    net.forward(end="ip1")
+    h = net.blobs["h"].data
+    h[...] = 2.0
+    net.forward(start="ip2")
+    w2, b2 = net.params["ip2"][0].data, net.params["ip2"][1].data
+    assert rel(net.blobs["y"].data, 2.0 * w2.sum(1) + b2) < 1e-6
+    net.backward()
+    assert np.abs(net.params["ip1"][0].diff).max() > 0, "the graph through ip1 must still be there"
+    assert rel(net.params["ip2"][0].diff, np.full((1, 4), 2.0 * 2)) < 1e-6  # d(sum y)/dW2 = sum_n h
