@@ -160,6 +160,24 @@ def test_python_loss_matches_builtin(tmp_path, module):
     assert len(user.blobs) == 1 and user.blobs[0].data.shape == (3,)
 
 
+def test_learned_python_param_right_after_the_data(tmp_path, module):
+    """A Python layer with a parameter whose bottom needs no gradient still gets its backward called
+    (Caffe: a layer with lr_mult != 0 needs backward), so the parameter's diff is written."""
+    text = NET.format(module=module, loss="EuclideanLoss", extra="").replace(
+        'bottom: "y" top: "z"', 'bottom: "x" top: "z"'
+    )
+    text = text.replace("force_backward: true", "")
+    text = text.replace('bottom: "z" bottom: "t"', 'bottom: "z" bottom: "y"')
+    (tmp_path / "b.prototxt").write_text(text)
+    net = caffe.Net(str(tmp_path / "b.prototxt"), caffe.TRAIN)
+    net.clear_param_diffs()
+    net.forward()
+    net.backward()
+    z, y = net.blobs["z"].data, net.blobs["y"].data
+    expect = (z - y).sum(0) / z.shape[0]  # d/db of sum((z - y)^2) / 2N with z = x + b
+    assert np.abs(net.params["bias"][0].diff - expect).max() <= 1e-6 * np.abs(expect).max()
+
+
 def test_python_layers_in_test_phase_and_param_str(tmp_path, module):
     net = _net(tmp_path, module, caffe.TEST)
     out1 = net.forward()

@@ -115,8 +115,11 @@ class PythonLayer(Layer):
         return [t.shape for t in self._top]
 
     def forward(self, bottoms: list[torch.Tensor]) -> list[torch.Tensor]:
-        if torch.is_grad_enabled() and any(b.requires_grad for b in bottoms):
-            return list(_PythonFunction.apply(self, *bottoms))
+        # learned parameters go into the graph too, so the user's backward runs (and writes their diffs)
+        # even where no bottom needs a gradient, as Caffe calls Backward for a layer with lr_mult != 0
+        params = [p for p in self.blobs if p.requires_grad]
+        if torch.is_grad_enabled() and (params or any(b.requires_grad for b in bottoms)):
+            return list(_PythonFunction.apply(self, len(bottoms), *bottoms, *params))
         return self.run_forward(bottoms)
 
     def run_forward(self, bottoms: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -150,12 +153,12 @@ class _PythonFunction(torch.autograd.Function):
     """Autograd around a Python layer: its backward is the user's ``backward``."""
 
     @staticmethod
-    def forward(ctx, layer: PythonLayer, *bottoms: torch.Tensor):
-        ctx.layer = layer
-        return tuple(layer.run_forward(bottoms))
+    def forward(ctx, layer: PythonLayer, n_bottoms: int, *inputs: torch.Tensor):
+        ctx.layer, ctx.n_bottoms, ctx.n_params = layer, n_bottoms, len(inputs) - n_bottoms
+        return tuple(layer.run_forward(inputs[:n_bottoms]))
 
     @staticmethod
     def backward(ctx, *grads: torch.Tensor):
         layer: PythonLayer = ctx.layer
-        propagate = [bool(n) for n in ctx.needs_input_grad[1:]]
-        return (None, *layer.run_backward(grads, propagate))
+        propagate = [bool(n) for n in ctx.needs_input_grad[2 : 2 + ctx.n_bottoms]]
+        return (None, None, *layer.run_backward(grads, propagate), *([None] * ctx.n_params))
