@@ -113,3 +113,56 @@ def test_tools_caffe_script_runs(tmp_path):
     )
     assert out.returncode == 1
     assert "missing_solver.prototxt" in out.stderr
+
+
+# ---------------------------------------------------------------------- Caffe 1.0 behaviours (issue 13)
+GLOG_LINE = __import__("re").compile(r"^[IWEF]\d{4,8} \S+ +\d+ (\S+)\] (.*)$")
+
+
+def _setup_lines(text: str) -> list[tuple[str, str]]:
+    """(source, message) of the Net::Init lines (net.cpp, layer_factory.hpp) of a glog log."""
+    out = []
+    for line in text.splitlines():
+        m = GLOG_LINE.match(line)
+        if m and m.group(1).split(":")[0] in ("net.cpp", "layer_factory.hpp"):
+            out.append((m.group(1), m.group(2)))
+    return out
+
+
+def test_version_flag(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["caffe", "--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == "caffe version 1.0.0"
+
+
+def test_train_log_has_caffes_net_setup_lines(golden, tmp_path, monkeypatch, capfd):
+    """Every net.cpp / layer_factory.hpp line of the golden train.log (both nets: 239 lines, split layers,
+    Top shape, Memory required, backward needs, outputs) comes out identical, in the same order."""
+    import shutil
+
+    for name in ("solver_run", "lmdb"):
+        shutil.copytree(golden / name, tmp_path / name)
+    shutil.copy(golden / "mean.binaryproto", tmp_path / "mean.binaryproto")
+    monkeypatch.chdir(tmp_path / "solver_run")
+    flags = ["-solver", "solver.prototxt", "-weights", "init.caffemodel", "-iterations", "0"]
+    rc = main(["caffe", "train", *flags])
+    assert rc == 0
+    ours = _setup_lines(capfd.readouterr().err)
+    theirs = _setup_lines((golden / "solver_run" / "train.log").read_text())
+    assert len(theirs) == 239
+    assert ours == theirs
+
+
+def test_time_phase_test_times_the_test_net(golden, monkeypatch, capfd):
+    monkeypatch.chdir(golden / "solver_run")
+    rc = main(["caffe", "time", "-model", "net.prototxt", "-phase", "TEST", "-iterations", "1"])
+    assert rc == 0
+    err = capfd.readouterr().err
+    assert "accuracy\tforward:" in err  # the Accuracy layer exists only in the TEST net
+    assert "This network produces output accuracy" in err
+    rc = main(["caffe", "time", "-model", "net.prototxt", "-iterations", "1"])
+    err = capfd.readouterr().err
+    assert rc == 0 and "accuracy\tforward:" not in err
+    assert main(["caffe", "time", "-model", "net.prototxt", "-phase", "VAL"]) == 1
+    assert 'phase must be "TRAIN" or "TEST"' in capfd.readouterr().err

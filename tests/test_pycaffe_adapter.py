@@ -16,27 +16,14 @@ import torch
 import pixsent.caffe as caffe
 from pixsent.caffe import pycaffe
 from pixsent.caffe.proto import caffe_pb2
+from pixsent.engine.blob import Blob as EngineBlob
 
 
-class FakeBlob:
-    def __init__(self, tensor: torch.Tensor) -> None:
-        self.tensor = tensor
-
-    @property
-    def data(self) -> np.ndarray:
-        return self.tensor.detach().numpy()
-
-    @property
-    def diff(self) -> np.ndarray:
-        g = self.tensor.grad
-        return np.zeros(tuple(self.tensor.shape), np.float32) if g is None else g.numpy()
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.tensor.shape)
-
-    def reshape(self, *shape: int) -> None:
-        self.tensor = torch.zeros(shape)
+def FakeBlob(tensor: torch.Tensor, *, owned: bool = False, is_param: bool = False) -> EngineBlob:
+    """The engine's Blob (live storage, pinning) around a given tensor."""
+    blob = EngineBlob("b", device=tensor.device, tensor=tensor, is_param=is_param)
+    blob.owned = owned
+    return blob
 
 
 class FakeLayer:
@@ -49,8 +36,13 @@ class FakeLayer:
 class FakeNet:
     created: list[tuple] = []
 
-    def __init__(self, model, phase, *, weights=None, stages=(), level=0, device="cpu", batch=2) -> None:
+    def __init__(
+        self, model, phase, *, weights=None, stages=(), level=0, device="cpu", batch=2, log=False
+    ) -> None:
         FakeNet.created.append((model, phase, weights, stages, level, device))
+        self.phase = phase
+        self.keep_blob_diffs = False
+        self.blob_loss_weights = {"aux": 0.5}
         self.layers = [
             FakeLayer('name: "data" type: "Input" top: "data"'),
             FakeLayer('name: "ip" type: "InnerProduct" bottom: "data" top: "ip"'),
@@ -64,10 +56,14 @@ class FakeNet:
         w = (torch.arange(12, dtype=torch.float32).reshape(4, 3) / 10).to(dev)
         self.params = {
             "data": [],
-            "ip": [FakeBlob(w.requires_grad_()), FakeBlob(torch.zeros(4, requires_grad=True, device=dev))],
+            "ip": [
+                FakeBlob(w.requires_grad_(), is_param=True),
+                FakeBlob(torch.zeros(4, requires_grad=True, device=dev), is_param=True),
+            ],
         }
         self.blobs = {
-            n: FakeBlob(torch.zeros(s, device=dev)) for n, s in [("data", (batch, 3)), ("ip", (batch, 4))]
+            "data": FakeBlob(torch.zeros((batch, 3), device=dev), owned=True),
+            "ip": FakeBlob(torch.zeros((batch, 4), device=dev)),
         }
         self.blobs["prob"] = FakeBlob(torch.zeros(batch, 4, device=dev))
         self.blobs["aux"] = FakeBlob(torch.zeros((), device=dev))
@@ -82,10 +78,12 @@ class FakeNet:
             ip = self.blobs["data"].tensor @ w.T + b
             self.blobs["ip"].tensor = ip
             self.blobs["prob"].tensor = torch.softmax(ip, dim=1)
+        for name in ("ip", "prob"):
+            self.blobs[name].sync_live()
         return 0.0
 
-    def backward(self) -> None:
-        self.calls.append(("backward",))
+    def backward(self, start=None, end=None) -> None:
+        self.calls.append(("backward", start, end))
 
 
 @pytest.fixture
@@ -155,14 +153,14 @@ def test_forward_all_batches_and_padding(fake_engine):
     assert n_forward == 3 + 2 + 1  # forward_all: 3 batches (2, 2, 1 + padding)
 
 
-def test_backward_range_needs_engine_support(fake_engine):
+def test_backward_range_goes_to_the_engine(fake_engine):
     net = caffe.Net("a.prototxt", caffe.TEST)
     net.backward()
-    assert net.engine.calls[-1] == ("backward",)
-    from pixsent.errors import NetError
-
-    with pytest.raises(NetError, match="start"):
-        net.backward(start="prob")
+    assert net.engine.calls[-1] == ("backward", None, None)
+    net.backward(start="prob", end="ip")
+    assert net.engine.calls[-1] == ("backward", "prob", "ip")
+    with pytest.raises(ValueError, match="no layer named 'nope'"):
+        net.backward(start="nope")
 
 
 def test_mode_switches():

@@ -15,6 +15,9 @@ from pixsent.caffe.proto import caffe_pb2
 TRAIN = caffe_pb2.TRAIN
 TEST = caffe_pb2.TEST
 
+#: the Caffe version pycaffe reports (BVLC 1.0; ``caffe --version`` prints "caffe version 1.0.0")
+__version__ = "1.0.0"
+
 # attribute -> module that defines it (imported on first access)
 _LAZY: dict[str, str] = {
     **{
@@ -35,17 +38,27 @@ _LAZY: dict[str, str] = {
             "set_random_seed",
             "layer_type_list",
             "init_log",
+            "log",
+            "has_nccl",
+            "solver_count",
+            "set_solver_count",
+            "solver_rank",
+            "set_solver_rank",
+            "set_multiprocess",
+            "Timer",
         )
     },
+    "Layer": "pixsent.caffe.layer",
     "Classifier": "pixsent.caffe.classifier",
+    "Detector": "pixsent.caffe.detector",
     **{
         name: "pixsent.caffe.net_spec"
         for name in ("NetSpec", "layers", "params", "to_proto", "Top", "Function")
     },
 }
-_SUBMODULES = ("io", "pycaffe", "classifier", "net_spec", "proto")
+_SUBMODULES = ("io", "pycaffe", "classifier", "detector", "net_spec", "proto", "draw", "coord_map", "layer")
 
-__all__ = ["TRAIN", "TEST", *_LAZY, *_SUBMODULES]
+__all__ = ["TRAIN", "TEST", "__version__", *_LAZY, *_SUBMODULES]
 
 
 def __getattr__(name: str) -> Any:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from pixsent.caffe.errors import BlobValueError
 from pixsent.caffe.proto import caffe_pb2
 from pixsent.errors import DataError, FormatError
 
@@ -35,14 +36,16 @@ __all__ = [
 
 def blobproto_to_array(blob: caffe_pb2.BlobProto, return_diff: bool = False) -> np.ndarray:
     """Blob values (or diff) as a float64 array shaped by the legacy num/channels/height/width when any
-    of them is set, else by ``shape.dim`` (pycaffe's rule, so old mean.binaryproto files come out 4-D)."""
+    of them is set, else by ``shape.dim`` (pycaffe's rule, so old mean.binaryproto files come out 4-D).
+    Values that do not fit the shape (e.g. a blob without shape holding several) raise ValueError, as
+    numpy's reshape does in pycaffe."""
     values = np.array(blob.diff if return_diff else blob.data, dtype=np.float64)
     if any(blob.HasField(f) for f in ("num", "channels", "height", "width")):
         shape: tuple[int, ...] = (blob.num, blob.channels, blob.height, blob.width)
     else:
         shape = tuple(blob.shape.dim)
     if int(np.prod(shape)) != values.size:
-        raise FormatError(f"BlobProto: shape {shape} does not match its {values.size} values")
+        raise BlobValueError(f"BlobProto: shape {shape} does not match its {values.size} values")
     return values.reshape(shape)
 
 

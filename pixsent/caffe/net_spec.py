@@ -4,6 +4,8 @@ Semantics follow BVLC Caffe's python/caffe/net_spec.py (read for facts, not copi
 - a layer's name is the name of its first top unless ``name=`` is given; unnamed tops get
   ``<Type><count>`` names;
 - ``in_place=True`` makes the layer's tops equal its bottoms;
+- a layer with ``ntop=0`` (Silence) is its Function, which a NetSpec attribute may hold (the attribute
+  names the layer); a bottom that is not a Top raises TypeError (also a NetError);
 - keyword arguments go to the layer's own ``<type>_param`` message (found from the schema:
   ``FooParameter`` -> ``foo_param`` for type ``Foo``), while generic LayerParameter fields
   (``param``, ``include``, ``exclude``, ``loss_weight``, ``propagate_down``, any ``*_param``) go to
@@ -25,6 +27,7 @@ from google.protobuf import text_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from pixsent.caffe.errors import NetSpecTypeError
 from pixsent.caffe.proto import caffe_pb2
 from pixsent.errors import NetError
 
@@ -143,8 +146,9 @@ class Function:
 class _Builder:
     """Turns calls into LayerParameters in dependency order, naming tops and layers."""
 
-    def __init__(self, names: dict[Top, str]) -> None:
+    def __init__(self, names: dict[Top, str], fn_names: dict[Function, str] | None = None) -> None:
         self.names = names
+        self.fn_names = fn_names or {}
         self.layers: dict[Function, caffe_pb2.LayerParameter] = {}
         self.autonames: Counter[str] = Counter()
 
@@ -161,7 +165,7 @@ class _Builder:
         """Emit the layer(s) producing ``top`` (all twins of a list) and return the blob name."""
         group = list(top) if isinstance(top, list | tuple) else [top]
         if not group or not all(isinstance(t, Top) for t in group):
-            raise NetError(f"bottom must be a top of another layer (or a list of twins), got {top!r}")
+            raise NetSpecTypeError(f"bottom must be a top of another layer (or a list of twins), got {top!r}")
         for t in group:
             self.emit(t.fn)
         first = group[0]
@@ -183,6 +187,8 @@ class _Builder:
             layer.name = fn.layer_name
         elif fn.ntop:
             layer.name = self.top_name(fn.tops[0])
+        elif fn in self.fn_names:
+            layer.name = self.fn_names[fn]
         else:
             layer.name = self._auto(fn.type_name)
         where = f"layer {layer.name!r} ({fn.type_name})"
@@ -207,11 +213,14 @@ def _assign_layer_option(
     raise NetError(f"{where}: unknown option {key!r} (searched {', '.join(options) or 'no option message'})")
 
 
-def to_proto(*tops: TopLike) -> caffe_pb2.NetParameter:
+def to_proto(*tops: TopLike | Function) -> caffe_pb2.NetParameter:
     """NetParameter with every layer needed for ``tops``; unassigned tops get automatic names."""
     builder = _Builder({})
     for top in tops:
-        builder.emit_top(top)
+        if isinstance(top, Function):
+            builder.emit(top)
+        else:
+            builder.emit_top(top)
     net = caffe_pb2.NetParameter()
     net.layer.extend(builder.layers.values())
     return net
@@ -246,12 +255,19 @@ class NetSpec:
     def to_proto(self, name: str | None = None) -> caffe_pb2.NetParameter:
         """NetParameter of every layer needed for the assigned tops, using the assigned names."""
         names: dict[Top, str] = {}
+        fn_names: dict[Function, str] = {}
         for key, value in self.tops.items():
+            if isinstance(value, Function):  # a layer without tops (ntop=0, e.g. Silence)
+                fn_names[value] = key
+                continue
             for top in value if isinstance(value, list | tuple) else [value]:
                 names[top] = key
-        builder = _Builder(names)
+        builder = _Builder(names, fn_names)
         for value in self.tops.values():
-            builder.emit_top(value)
+            if isinstance(value, Function):
+                builder.emit(value)
+            else:
+                builder.emit_top(value)
         net = caffe_pb2.NetParameter()
         if name:
             net.name = name

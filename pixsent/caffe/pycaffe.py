@@ -5,15 +5,21 @@ keyword inputs into the input blobs (batch size must match, no reshaping) and re
 arrays; ``forward_all`` pads the last batch with zeros and drops the padded rows; ``SGDSolver`` & co.
 force their update type while ``get_solver`` takes it from the file.
 
-Device: ``set_mode_gpu`` makes new nets and solvers live on ``cuda:<set_device id>``. There a blob's
-``.data``/``.diff`` is a host mirror: copied from the device on first access, written back to the
-device before the next forward, backward, solver step or save (so ``blob.data[...] = x`` works as on
-the CPU), and dropped after it. On the CPU ``.data`` is a view of the tensor itself.
+Arrays are live, as in Caffe: ``a = net.blobs['conv1'].data`` (or an array ``forward`` returned) is a view
+of the blob's memory that later passes overwrite in place, until the blob is reshaped. On the CPU it is a
+view of the engine blob's pinned storage (``engine/blob.py``). With ``set_mode_gpu`` new nets and solvers
+live on ``cuda:<set_device id>`` and ``.data``/``.diff`` are host mirrors: written to the device before each
+forward, backward, solver step or save, and refreshed in place from it afterwards.
+
+Also here, as pycaffe's _caffe.cpp has them: ``Timer``, ``log``/``init_log``, ``has_nccl``,
+``solver_count``/``solver_rank``/``set_multiprocess``, ``Net.clear_param_diffs``, ``save_hdf5``/``load_hdf5``,
+``set_input_arrays`` (MemoryData) and ``Solver.add_callback``.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,10 +29,11 @@ from typing import Any
 
 import numpy as np
 
+from pixsent.caffe.errors import NetRuntimeError, NetValueError
 from pixsent.caffe.proto import caffe_pb2
 from pixsent.errors import NetError
 
-log = logging.getLogger(__name__)
+_logger = logging.getLogger(__name__)
 
 TRAIN = caffe_pb2.TRAIN
 TEST = caffe_pb2.TEST
@@ -42,6 +49,11 @@ class Mode:
     use_gpu: bool = False
     device_id: int = 0
     seed: int | None = None
+    solver_count: int = 1
+    solver_rank: int = 0
+    multiprocess: bool = False
+    #: set by ``init_log``: nets built from Python then log Caffe's set-up lines, as pycaffe does
+    log_nets: bool = False
 
     def device(self) -> str:
         """torch device string for new nets: ``cuda:<id>`` in GPU mode when CUDA exists, else ``cpu``."""
@@ -50,7 +62,7 @@ class Mode:
         import torch
 
         if not torch.cuda.is_available():
-            log.warning("set_mode_gpu: no CUDA device available, running on the CPU")
+            _logger.warning("set_mode_gpu: no CUDA device available, running on the CPU")
             return "cpu"
         return f"cuda:{self.device_id}"
 
@@ -83,8 +95,77 @@ def set_random_seed(seed: int) -> None:
     np.random.seed(int(seed) % 2**32)
 
 
-def init_log(*_args: Any, **_kwargs: Any) -> None:
-    """pycaffe's glog initialisation; logging goes through Python's ``logging`` here, so nothing to do."""
+def init_log(level: int = 0, stderr: bool = True) -> None:
+    """pycaffe's glog set-up: lines of ``level`` (0 INFO .. 3 FATAL) and above go to stderr, and nets built
+    from Python log Caffe's set-up lines (``Creating layer``, ``Top shape``, ...) from now on."""
+    from pixsent.engine import glog
+
+    glog.CONFIG.min_level = int(level)
+    glog.CONFIG.to_stderr = bool(stderr)
+    MODE.log_nets = True
+
+
+def log(message: str) -> None:
+    """One INFO line in glog's format (pycaffe's ``caffe.log``)."""
+    from pixsent.engine import glog
+
+    glog.info(str(message), "_caffe.cpp:88")
+
+
+def has_nccl() -> bool:
+    """False: pixsent's pycaffe has no NCCL bindings (``caffe train -gpu all`` trains data-parallel)."""
+    return False
+
+
+def solver_count() -> int:
+    """Caffe::solver_count: how many solvers train together (1 unless set)."""
+    return MODE.solver_count
+
+
+def set_solver_count(count: int) -> None:
+    """Caffe::set_solver_count (recorded; pixsent's pycaffe trains one solver per process)."""
+    MODE.solver_count = int(count)
+
+
+def solver_rank() -> int:
+    """Caffe::solver_rank: this process's solver index."""
+    return MODE.solver_rank
+
+
+def set_solver_rank(rank: int) -> None:
+    """Caffe::set_solver_rank (recorded)."""
+    MODE.solver_rank = int(rank)
+
+
+def set_multiprocess(value: bool) -> None:
+    """Caffe::set_multiprocess (recorded)."""
+    MODE.multiprocess = bool(value)
+
+
+class Timer:
+    """Caffe's Timer as pycaffe exposes it: ``start()``, ``stop()``, ``ms`` (stops a running timer first)."""
+
+    def __init__(self) -> None:
+        self._start: float | None = None
+        self._stop: float | None = None
+        self._running = False
+
+    def start(self) -> None:
+        self._start = time.perf_counter()
+        self._running = True
+
+    def stop(self) -> None:
+        if self._running:
+            self._stop = time.perf_counter()
+            self._running = False
+
+    @property
+    def ms(self) -> float:
+        """Milliseconds from the last start to the last stop (0 before any start)."""
+        if self._start is None:
+            return 0.0
+        self.stop()
+        return (self._stop - self._start) * 1000.0
 
 
 def layer_type_list() -> list[str]:
@@ -99,18 +180,8 @@ def layer_type_list() -> list[str]:
 # Blobs
 
 
-def _tensor_of(engine_blob: Any, field: str) -> Any:
-    """The torch tensor behind an engine blob's data or diff (None when it exposes none)."""
-    names = ("tensor", "value", "_tensor") if field == "data" else ("grad_tensor", "diff_tensor", "_diff")
-    for name in names:
-        t = getattr(engine_blob, name, None)
-        if t is not None and hasattr(t, "device"):
-            return t
-    return None
-
-
 class Blob:
-    """pycaffe's Blob: ``data`` and ``diff`` numpy arrays the user may write into, shape helpers."""
+    """pycaffe's Blob: live ``data`` and ``diff`` numpy arrays the user may write into, shape helpers."""
 
     def __init__(self, owner: Net, resolve: Callable[[], Any], key: str) -> None:
         self._owner = owner
@@ -119,18 +190,25 @@ class Blob:
 
     def _host(self, field: str) -> np.ndarray:
         eb = self._resolve()
-        t = _tensor_of(eb, field)
-        if t is None or t.device.type == "cpu":
-            return getattr(eb, field)
-        return self._owner._mirror(self._key, field, t)
+        if eb.device.type == "cpu":
+            return eb.data if field == "data" else eb.diff
+        return self._owner._mirror(self._key, field, eb)
 
     @property
     def data(self) -> np.ndarray:
         return self._host("data")
 
+    @data.setter
+    def data(self, value: np.ndarray) -> None:
+        self.data[...] = value
+
     @property
     def diff(self) -> np.ndarray:
         return self._host("diff")
+
+    @diff.setter
+    def diff(self, value: np.ndarray) -> None:
+        self.diff[...] = value
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -167,6 +245,7 @@ class Blob:
         """Give the blob a new shape (as ``Blob::Reshape``); call ``net.reshape()`` to propagate it."""
         self._owner._flush()
         self._resolve().reshape(*(int(d) for d in shape))
+        self._owner._refresh()
 
     def __repr__(self) -> str:
         return f"<Blob {self._key} {self.shape}>"
@@ -174,7 +253,8 @@ class Blob:
 
 @dataclass
 class LayerView:
-    """pycaffe's Layer as seen from Python: its name, Caffe type and parameter blobs."""
+    """pycaffe's Layer as seen from Python: its name, Caffe type and parameter blobs (a Python layer is
+    seen as the user's own object instead, as in pycaffe)."""
 
     name: str
     type: str
@@ -230,7 +310,10 @@ class Net:
             stages=tuple(stages or ()),
             level=int(level),
             device=MODE.device(),
+            log=MODE.log_nets,
         )
+        # Caffe keeps every blob's diff; a TRAIN net built from Python does too (solver nets need not)
+        engine.keep_blob_diffs = engine.phase == TRAIN
         self._attach(engine)
 
     @classmethod
@@ -246,26 +329,40 @@ class Net:
         self._blob_views: dict[str, Blob] = {}
         self._param_views: dict[str, list[Blob]] = {}
 
-    # -- host mirrors (device tensors only) --------------------------------------------------------
+    # -- host mirrors (device blobs only) ----------------------------------------------------------
 
-    def _mirror(self, key: str, field: str, tensor: Any) -> np.ndarray:
+    @staticmethod
+    def _storage(engine_blob: Any, field: str) -> Any:
+        return engine_blob.live() if field == "data" else engine_blob.live_diff()
+
+    def _mirror(self, key: str, field: str, engine_blob: Any) -> np.ndarray:
         hit = self._mirrors.get((key, field))
-        if hit is not None and hit[0] is tensor:
+        if hit is not None and hit[0] is engine_blob and hit[1].shape == tuple(engine_blob.shape):
             return hit[1]
-        host = tensor.detach().cpu().numpy().copy()
-        self._mirrors[(key, field)] = (tensor, host)
+        host = self._storage(engine_blob, field).detach().cpu().numpy().copy()
+        self._mirrors[(key, field)] = (engine_blob, host)
         return host
 
     def _flush(self) -> None:
-        """Write every host mirror handed out back to its device tensor, then forget them."""
+        """Write every host mirror handed out into its blob's device storage."""
         if not self._mirrors:
             return
         import torch
 
         with torch.no_grad():
-            for tensor, host in self._mirrors.values():
-                tensor.copy_(torch.from_numpy(np.ascontiguousarray(host)).to(tensor.dtype))
-        self._mirrors.clear()
+            for (_key, field), (eb, host) in self._mirrors.items():
+                if host.shape == tuple(eb.shape):
+                    storage = self._storage(eb, field)
+                    storage.copy_(torch.from_numpy(np.ascontiguousarray(host)).to(storage.dtype))
+
+    def _refresh(self) -> None:
+        """Copy the device values back into the host mirrors in place (held arrays stay live); mirrors of
+        reshaped blobs are dropped (their arrays go stale, as in Caffe)."""
+        for k, (eb, host) in list(self._mirrors.items()):
+            if host.shape != tuple(eb.shape):
+                del self._mirrors[k]
+                continue
+            host[...] = self._storage(eb, k[1]).detach().cpu().numpy()
 
     # -- structure --------------------------------------------------------------------------------
 
@@ -308,10 +405,15 @@ class Net:
         return list(self._net.layer_names)
 
     @property
-    def layers(self) -> list[LayerView]:
+    def _blob_names(self) -> list[str]:
+        return list(self._net.blobs)
+
+    @property
+    def layers(self) -> list[Any]:
         params = self.params
         return [
-            LayerView(name, _layer_type(layer), params.get(name, []), layer)
+            getattr(layer, "user_layer", None)
+            or LayerView(name, _layer_type(layer), params.get(name, []), layer)
             for name, layer in zip(self._net.layer_names, self._net.layers)
         ]
 
@@ -339,15 +441,7 @@ class Net:
     def blob_loss_weights(self) -> OrderedDict[str, float]:
         """Loss weight of every blob (Caffe: 1 for a loss layer's first top unless set, else 0)."""
         weights = dict.fromkeys(self._net.blobs, 0.0)
-        for _, layer in self._named_layers():
-            lp = _layer_param(layer)
-            explicit = list(lp.loss_weight)
-            is_loss = lp.type.endswith("Loss")
-            for i, top in enumerate(lp.top):
-                if i < len(explicit):
-                    weights[top] = float(explicit[i])
-                elif is_loss and i == 0:
-                    weights[top] = 1.0
+        weights.update(self._net.blob_loss_weights)
         return OrderedDict(weights)
 
     def _named_layers(self) -> Iterator[tuple[str, Any]]:
@@ -359,7 +453,7 @@ class Net:
         try:
             return list(self._net.layer_names).index(name)
         except ValueError:
-            raise NetError(f"no layer named {name!r} in the net") from None
+            raise NetValueError(f"no layer named {name!r} in the net") from None
 
     def forward(
         self, blobs: Sequence[str] | None = None, start: str | None = None, end: str | None = None, **kwargs
@@ -386,6 +480,7 @@ class Net:
                 blob.data[...] = arr
         self._flush()
         self._net.forward(start=start, end=end)
+        self._refresh()
         return {out: self.blobs[out].data for out in outputs}
 
     def backward(
@@ -403,30 +498,17 @@ class Net:
             outputs = set(self.inputs + diffs)
         if start is not None:
             self._layer_index(start)
-        top_diffs: dict[str, np.ndarray] = {}
         if kwargs:
             if set(kwargs) != set(self.outputs):
                 raise Exception("Top diff arguments do not match net outputs.")
             for top, diff in kwargs.items():
                 if np.shape(diff)[0] != self.blobs[top].shape[0]:
                     raise Exception("Diff is not batch sized")
-                top_diffs[top] = np.asarray(diff, dtype=np.float32).reshape(self.blobs[top].shape)
+                self.blobs[top].diff[...] = np.asarray(diff, dtype=np.float32).reshape(self.blobs[top].shape)
         self._flush()
-        self._engine_backward(start, end, top_diffs)
+        self._net.backward(start=start, end=end)
+        self._refresh()
         return {out: self.blobs[out].diff for out in outputs}
-
-    def _engine_backward(self, start: str | None, end: str | None, top_diffs: dict[str, np.ndarray]) -> None:
-        import inspect
-
-        accepted = inspect.signature(self._net.backward).parameters
-        kwargs: dict[str, Any] = {}
-        for name, value in (("start", start), ("end", end), ("top_diffs", top_diffs or None)):
-            if value is None:
-                continue
-            if name not in accepted:
-                raise NetError(f"backward({name}=...) is not supported by this engine net")
-            kwargs[name] = value
-        self._net.backward(**kwargs)
 
     def _batch(self, blobs: Mapping[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
         """Split arrays into batches of the net's batch size (first blob's num); zero-pad the last."""
@@ -486,6 +568,36 @@ class Net:
         """Propagate input blob shapes through every layer (Caffe's Net::Reshape)."""
         self._flush()
         self._net.reshape()
+        self._refresh()
+
+    def clear_param_diffs(self) -> None:
+        """Zero every learnable parameter's diff (Caffe's Net::ClearParamDiffs)."""
+        self._flush()
+        self._net.clear_param_diffs()
+        self._refresh()
+
+    def set_input_arrays(self, data: np.ndarray, labels: np.ndarray) -> None:
+        """Hand arrays to the net's first layer, which must be MemoryData (pycaffe's checks and messages).
+
+        ``data`` is N x C x H x W float32, C-contiguous, with the layer's C, H, W; ``labels`` has N values
+        (a 1-D array is made N x 1 x 1 x 1); N must be a multiple of the layer's batch_size.
+        """
+        labels = np.asarray(labels)
+        if labels.ndim == 1:
+            labels = np.ascontiguousarray(labels[:, np.newaxis, np.newaxis, np.newaxis])
+        first = self._net.layers[0] if self._net.layers else None
+        if first is None or _layer_type(first) != "MemoryData":
+            raise NetRuntimeError(
+                "set_input_arrays may only be called if the first layer is a MemoryDataLayer"
+            )
+        p = _layer_param(first).memory_data_param
+        _check_array(data, "data array", p.channels, p.height, p.width)
+        _check_array(labels, "labels array", 1, 1, 1)
+        if data.shape[0] != labels.shape[0]:
+            raise NetRuntimeError("data and labels must have the same first dimension")
+        if p.batch_size == 0 or data.shape[0] % p.batch_size != 0:
+            raise NetRuntimeError("first dimensions of input arrays must be a multiple of batch size")
+        first.reset(data, labels)
 
     # -- weights ----------------------------------------------------------------------------------
 
@@ -493,6 +605,7 @@ class Net:
         """Copy parameters from a caffemodel by layer name (Caffe's CopyTrainedLayersFrom)."""
         self._flush()
         self._net.copy_trained_layers_from(str(weights))
+        self._refresh()
 
     def share_with(self, other: Net) -> None:
         """Use ``other``'s parameter tensors (Caffe's ShareTrainedLayersWith)."""
@@ -504,6 +617,21 @@ class Net:
         """Write the parameters as a caffemodel (atomically)."""
         self._flush()
         self._net.save(str(filename))
+
+    def save_hdf5(self, filename: str | Path) -> None:
+        """Write the parameters as Caffe's HDF5 weights (``/data/<layer>/<index>``)."""
+        from pixsent.caffe.hdf5 import save_hdf5
+
+        self._flush()
+        save_hdf5(self._net, filename)
+
+    def load_hdf5(self, filename: str | Path) -> None:
+        """Copy parameters from Caffe HDF5 weights by layer name."""
+        from pixsent.caffe.hdf5 import load_hdf5
+
+        self._flush()
+        load_hdf5(self._net, filename)
+        self._refresh()
 
     def __repr__(self) -> str:
         return f"<pixsent.caffe.Net {len(self._net.layer_names)} layers, inputs {self.inputs}>"
@@ -517,6 +645,22 @@ def _drop_padding(collected: dict[str, list[np.ndarray]], total: int, batch: int
         arr = np.asarray(rows)
         out[name] = arr[:total] if len(arr) == n_batches * batch else arr
     return out
+
+
+def _check_array(arr: Any, name: str, channels: int, height: int, width: int) -> None:
+    """pycaffe's CheckContiguousArray: C-contiguous 4-D float32 with the given C, H, W."""
+    if not isinstance(arr, np.ndarray) or not arr.flags["C_CONTIGUOUS"]:
+        raise NetRuntimeError(f"{name} must be C contiguous")
+    if arr.ndim != 4:
+        raise NetRuntimeError(f"{name} must be 4-d")
+    if arr.dtype != np.float32:
+        raise NetRuntimeError(f"{name} must be float32")
+    if arr.shape[1] != channels:
+        raise NetRuntimeError(f"{name} has wrong number of channels")
+    if arr.shape[2] != height:
+        raise NetRuntimeError(f"{name} has wrong height")
+    if arr.shape[3] != width:
+        raise NetRuntimeError(f"{name} has wrong width")
 
 
 def _layer_param(layer: Any) -> caffe_pb2.LayerParameter:
@@ -589,10 +733,22 @@ class Solver:
             if view is not None:
                 view._flush()
 
+    def _refresh(self) -> None:
+        for view in [self._net_view, *self._test_views]:
+            if view is not None:
+                view._refresh()
+
+    def add_callback(self, on_start: Callable[[], Any], on_gradients_ready: Callable[[], Any]) -> None:
+        """Call ``on_start()`` before each iteration's forward/backward passes and ``on_gradients_ready()``
+        after them, before the update (Caffe's Solver::Callback)."""
+        self._solver.hooks.on_start.append(lambda _solver: on_start())
+        self._solver.hooks.on_gradients_ready.append(lambda _solver: on_gradients_ready())
+
     def step(self, iters: int) -> None:
         """Run ``iters`` training iterations (with tests and snapshots as the solver prototxt says)."""
         self._flush()
         self._solver.step(int(iters))
+        self._refresh()
 
     def solve(self, resume_file: str | Path | None = None) -> None:
         """Train to max_iter, first restoring ``resume_file`` (a .solverstate) when given."""
@@ -600,11 +756,13 @@ class Solver:
         if resume_file is not None:
             self._solver.restore(str(resume_file))
         self._solver.solve()
+        self._refresh()
 
     def restore(self, state_file: str | Path) -> None:
         """Load iter, history and weights from a .solverstate."""
         self._flush()
         self._solver.restore(str(state_file))
+        self._refresh()
 
     def snapshot(self) -> None:
         """Write ``<prefix>_iter_N.caffemodel`` and ``.solverstate`` now."""
@@ -615,6 +773,7 @@ class Solver:
         """One update from the current parameter diffs (Caffe's ApplyUpdate; ``iter`` is not advanced)."""
         self._flush()
         self._solver.apply_update()
+        self._refresh()
 
     def share_weights(self, net: Net) -> None:
         """Make ``net`` use the train net's parameters."""

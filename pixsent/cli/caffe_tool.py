@@ -23,6 +23,8 @@ from pixsent.engine import glog
 from pixsent.errors import PixsentError
 
 ACTIONS = ("train", "test", "time", "device_query")
+#: what ``caffe --version`` prints (gflags' "<program> version <string>", Caffe 1.0)
+VERSION_LINE = "caffe version 1.0.0"
 
 
 @dataclass
@@ -47,6 +49,7 @@ class CaffeFlags:
 def add_flags(parser: argparse.ArgumentParser) -> None:
     """Add Caffe's flags in single-dash form (``-solver``) and double-dash form (``--solver``)."""
     parser.add_argument("action", choices=ACTIONS, help="train | test | time | device_query")
+    parser.add_argument("-version", "--version", action="version", version=VERSION_LINE)
 
     def flag(name: str, **kw) -> None:
         parser.add_argument(f"-{name}", f"--{name}", dest=name, **kw)
@@ -61,7 +64,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     flag("level", type=int, default=0, help="NetState level")
     flag("sigint_effect", default="stop", help="stop | snapshot | none")
     flag("sighup_effect", default="snapshot", help="stop | snapshot | none")
-    flag("phase", default="", help="accepted for compatibility (TRAIN/TEST)")
+    flag("phase", default="", help="time: the net's phase, TRAIN (default) or TEST")
     flag("engine", default=None, help="'caffe' runs a real BVLC caffe binary instead (or ENGINE=caffe)")
 
 
@@ -281,7 +284,7 @@ def _make_net(flags: CaffeFlags, phase: int, device: str):
 
     stages = tuple(s for s in _stages(flags.stage) if s)
     with naming(flags.model):  # layer errors ("layer 'x': ...") also name the prototxt
-        return Net(flags.model, phase, stages=stages, level=flags.level, device=device)
+        return Net(flags.model, phase, stages=stages, level=flags.level, device=device, log=True)
 
 
 def test(flags: CaffeFlags) -> dict[str, float]:
@@ -344,10 +347,25 @@ def time(flags: CaffeFlags) -> dict[str, dict[str, float]]:
 
     if not flags.model:
         raise PixsentError("time: need a model definition to time (-model M.prototxt)")
+    phase = phase_from_flag(flags.phase, caffe_pb2.TRAIN)
     device = _device(flags)
-    net = _make_net(flags, caffe_pb2.TRAIN, device)
+    net = _make_net(flags, phase, device)
+    if phase == caffe_pb2.TEST:
+        # Caffe times the backward pass of a TEST net too: let its forward keep the graph that needs
+        net.keep_blob_diffs = any(net.layer_need_backward)
     iterations = 50 if flags.iterations is None else flags.iterations
     return time_net(net, iterations)
+
+
+def phase_from_flag(flag: str, default: int) -> int:
+    """``-phase``: empty gives ``default``; TRAIN or TEST, anything else is an error (caffe.cpp)."""
+    from pixsent.caffe.proto import caffe_pb2
+
+    if not flag:
+        return default
+    if flag in ("TRAIN", "TEST"):
+        return caffe_pb2.TRAIN if flag == "TRAIN" else caffe_pb2.TEST
+    raise PixsentError(f'-phase {flag}: phase must be "TRAIN" or "TEST"')
 
 
 class _LayerTimer:
@@ -394,7 +412,8 @@ class _LayerTimer:
     def backward(self) -> float:
         self.grad_time = {}
         t0 = _time.perf_counter()
-        self.net.backward()
+        if any(getattr(self.net, "layer_need_backward", [True])):
+            self.net.backward()
         end = _time.perf_counter()
         order = sorted(self.grad_time)
         for k, i in enumerate(order):
@@ -413,7 +432,8 @@ def time_net(net, iterations: int) -> dict[str, dict[str, float]]:
     loss = net.forward()
     glog.info(f"Initial loss: {glog.fmt(float(loss))}", "caffe.cpp:368")
     glog.info("Performing Backward", "caffe.cpp:369")
-    net.backward()
+    if any(getattr(net, "layer_need_backward", [True])):
+        net.backward()
     timer = _LayerTimer(net)
     glog.info("*** Benchmark begins ***", "caffe.cpp:384")
     glog.info(f"Testing for {iterations} iterations.", "caffe.cpp:385")

@@ -1,4 +1,10 @@
-"""Blob: a named torch tensor (data) with its gradient (diff), seen from numpy like Caffe's Blob."""
+"""Blob: a named torch tensor (data) with its gradient (diff), seen from numpy like Caffe's Blob.
+
+Live memory, as in Caffe: the array ``blob.data`` (or ``.diff``) hands out is a view of storage the blob
+keeps until its shape changes, and every later forward (backward) writes its values into that storage, so
+a held array always shows the newest values. Storage is pinned on the first host access: blobs nobody looks
+at cost nothing (the net passes its own tensors from layer to layer, autograd graphs included).
+"""
 
 from __future__ import annotations
 
@@ -30,6 +36,12 @@ class Blob:
         self._shape = tuple(int(d) for d in (tensor.shape if tensor is not None else shape))
         self._tensor = tensor
         self._diff: torch.Tensor | None = None
+        #: persistent storage handed to numpy (None until pinned); holds the values after every net write
+        self._live: torch.Tensor | None = None
+        #: whether ``_diff`` is pinned storage that backward passes write into
+        self._diff_pinned = False
+        #: the blob's own tensor is its storage (Input tops: layers read and the user writes it directly)
+        self.owned = False
 
     # -- tensors ----------------------------------------------------------------------------------
     @property
@@ -42,7 +54,53 @@ class Blob:
     @tensor.setter
     def tensor(self, value: torch.Tensor) -> None:
         self._tensor = value
-        self._shape = tuple(value.shape)
+        shape = tuple(value.shape)
+        if shape != self._shape:
+            self._unpin()
+        self._shape = shape
+
+    def _unpin(self) -> None:
+        """Forget pinned storage (a reshape gives the blob new memory, as Caffe's held arrays go stale)."""
+        self._live = None
+        if self._diff_pinned:
+            self._diff_pinned = False
+            self._diff = None
+
+    @property
+    def pinned(self) -> bool:
+        """True once a host view of the data exists (the net then copies new values into it)."""
+        return self._live is not None
+
+    def live(self) -> torch.Tensor:
+        """The blob's persistent data storage (contiguous, on its device), pinned on first use."""
+        if self.owned or self.is_param:
+            return self.tensor
+        if self._live is None or tuple(self._live.shape) != self._shape:
+            self._live = torch.empty(self._shape, dtype=torch.float32, device=self.device)
+            self._live.copy_(self.tensor.detach())
+        return self._live
+
+    def value(self) -> torch.Tensor:
+        """The blob's values as the user sees them: the pinned storage when there is one."""
+        return self._live if self._live is not None else self.tensor
+
+    def sync_live(self) -> None:
+        """Copy the newest tensor into pinned storage (the net calls this after writing the blob)."""
+        live, t = self._live, self._tensor
+        if live is not None and t is not None and live is not t:
+            with torch.no_grad():
+                live.copy_(t.detach())
+
+    def read(self) -> torch.Tensor:
+        """The tensor a layer reads at the start of a pass: the pinned storage (the user may have written
+        it) wired to the last graph, so gradients still reach the layers that made it."""
+        t = self.tensor
+        live = self._live
+        if live is None or live is t:
+            return t
+        if t.requires_grad and torch.is_grad_enabled():
+            return t + (live - t).detach()
+        return live
 
     @property
     def grad_tensor(self) -> torch.Tensor:
@@ -60,24 +118,45 @@ class Blob:
     def grad_tensor(self, value: torch.Tensor | None) -> None:
         if self.is_param:
             self.tensor.grad = value
+        elif self._diff_pinned and self._diff is not None and value is not None:
+            if tuple(value.shape) == tuple(self._diff.shape):
+                with torch.no_grad():
+                    self._diff.copy_(value.detach())
+            else:
+                self._diff_pinned, self._diff = False, value
         else:
             self._diff = value
+
+    @property
+    def has_diff(self) -> bool:
+        """True when a diff was written (by a backward or the user) since the blob got its shape."""
+        return self.is_param or (self._diff is not None and tuple(self._diff.shape) == self._shape)
 
     # -- numpy views ------------------------------------------------------------------------------
     @property
     def data(self) -> np.ndarray:
-        """Values as numpy: a writable view on CPU, a copy from other devices."""
-        return _numpy(self.tensor)
+        """Values as numpy: a live, writable view on CPU (see the module docstring), a copy elsewhere."""
+        return _numpy(self.live())
 
     @data.setter
     def data(self, value: np.ndarray) -> None:
         with torch.no_grad():
-            self.tensor.copy_(torch.as_tensor(np.asarray(value, dtype=np.float32)).reshape(self._shape))
+            self.live().copy_(torch.as_tensor(np.asarray(value, dtype=np.float32)).reshape(self._shape))
+
+    def live_diff(self) -> torch.Tensor:
+        """The blob's persistent diff storage, pinned on first use (a parameter's ``.grad``)."""
+        g = self.grad_tensor
+        if not self.is_param and not self._diff_pinned:
+            if not g.is_contiguous() or g.requires_grad:
+                g = g.detach().contiguous().clone()
+                self._diff = g
+            self._diff_pinned = True
+        return g
 
     @property
     def diff(self) -> np.ndarray:
-        """Diff as numpy: a writable view on CPU, a copy from other devices."""
-        return _numpy(self.grad_tensor)
+        """Diff as numpy: a live, writable view on CPU, a copy from other devices."""
+        return _numpy(self.live_diff())
 
     @diff.setter
     def diff(self, value: np.ndarray) -> None:
@@ -124,13 +203,14 @@ class Blob:
         shape = tuple(int(d) for d in shape)
         if shape == self._shape:
             return
-        old = self._tensor
+        old = self._live if self._live is not None else self._tensor
         if old is not None and old.numel() == int(np.prod(shape, dtype=np.int64)) and not self.is_param:
             new = old.detach().reshape(shape).clone()
         else:
             new = torch.zeros(shape, dtype=torch.float32, device=self.device)
         if old is not None and old.requires_grad and old.is_leaf:
             new.requires_grad_(True)
+        self._unpin()
         self._tensor = new
         self._shape = shape
         self._diff = None

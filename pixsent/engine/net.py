@@ -1,11 +1,13 @@
 """Net: a Caffe NetParameter executed with torch, with Caffe's blob/param bookkeeping (net.cpp).
 
-Semantics kept from Caffe's Net: layers filtered by NetStateRules; in-place layers reuse their bottom's
-blob name; a blob read by several layers needs no Split layer (autograd sums the gradients, as Split's
-backward does); the loss is the sum over tops of loss_weight * sum(top); net outputs are the blobs no
-later layer consumes, listed in name order (Caffe keeps them in a std::set); parameters named in a
-ParamSpec are shared by name, the first layer owning the tensor, and a sharer's lr_mult/decay_mult must
-agree with the owner's when both are given.
+Semantics kept from Caffe's Net: layers filtered by NetStateRules; Split layers inserted where a top
+feeds several bottoms, with Caffe's names (``engine/splits.py``); in-place layers reuse their bottom's
+blob name; the loss is the sum over tops of loss_weight * sum(top); net outputs are the blobs no later
+layer consumes, listed in name order (Caffe keeps them in a std::set); parameters named in a ParamSpec
+are shared by name, the first layer owning the tensor, and a sharer's lr_mult/decay_mult must agree with
+the owner's when both are given; blobs keep their memory across passes (``engine/blob.py``); ``backward``
+runs over any layer range, starting from the diffs held by the tops of its first layer, as
+Net::BackwardFromTo. With ``log=True`` the set-up lines of Net::Init are logged (``setup_log.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from pixsent.engine.context import NetContext
 from pixsent.engine.filtering import filter_net
 from pixsent.engine.layers.base import Layer
 from pixsent.engine.registry import create_layer
+from pixsent.engine.setup_log import SetupLog, log_filtering, log_init
+from pixsent.engine.splits import insert_splits
 from pixsent.errors import NetError
 
 ModelSource = str | os.PathLike[str] | caffe_pb2.NetParameter
@@ -72,13 +76,20 @@ class Net:
         seed: int | None = None,
         rank: int | None = None,
         world_size: int | None = None,
+        log: bool = False,
     ) -> None:
         param = _load_net_param(model)
         param.state.phase = phase
         param.state.stage.extend(stages)
         param.state.level = level
         self.source = str(model) if not isinstance(model, caffe_pb2.NetParameter) else "<NetParameter>"
-        self.param = filter_net(param)
+        if log:
+            log_filtering(param)
+        filtered = filter_net(param)
+        if log:
+            log_init(filtered)
+        self.param = insert_splits(filtered)
+        self._setup_log = SetupLog(enabled=log)
         self.name = self.param.name
         self.phase = phase
         r, w = _dist_rank_world()
@@ -106,8 +117,12 @@ class Net:
         self._in_place: list[list[bool]] = []
         self._propagate: list[list[bool]] = []
         self._may_overwrite: list[bool] = []
+        self._bottom_src: list[list[tuple[int, int] | None]] = []
         self._loss: torch.Tensor | None = None
+        self._loss_terms: dict[int, torch.Tensor] = {}
+        self._layer_tops: list[list[torch.Tensor] | None] = []
         self._graph = False
+        self._graph_range: tuple[int, int] | None = None
         self._grad_sources: dict[str, torch.Tensor] = {}
         self._build()
         self._share_by_name()
@@ -121,6 +136,7 @@ class Net:
     def _build(self) -> None:
         available: list[str] = []
         writer: dict[str, str] = {}  # blob -> type of the layer that last wrote it
+        latest: dict[str, tuple[int, int]] = {}  # blob -> (layer, top index) that last wrote it
         read_since_write: dict[str, bool] = {}
         for lp in self.param.layer:
             if not lp.HasField("phase"):
@@ -156,8 +172,13 @@ class Net:
                 available.append(top)
             if layer.owns_tops:
                 layer.top_blobs = [self.blobs[t] for t in tops]
+                for t in tops:
+                    self.blobs[t].owned = True
                 if lp.type == "Input":
                     self.inputs.extend(tops)
+            propagate = list(lp.propagate_down) or [True] * len(bottoms)
+            lrs = [float(lp.param[k].lr_mult) if k < len(lp.param) else 1.0 for k in range(len(layer.blobs))]
+            self._setup_log.layer(lp, shapes, in_place, list(lp.loss_weight), lrs, propagate)
             weights = [(i, float(w)) for i, w in enumerate(lp.loss_weight) if w != 0]
             for i, top in enumerate(tops):
                 self.blob_loss_weights[top] = float(lp.loss_weight[i]) if i < len(lp.loss_weight) else 0.0
@@ -167,7 +188,9 @@ class Net:
             self.top_names.append(tops)
             self._loss_tops.append(weights)
             self._in_place.append(in_place)
-            self._propagate.append(list(lp.propagate_down) or [True] * len(bottoms))
+            self._propagate.append(propagate)
+            self._bottom_src.append([latest.get(b) for b in bottoms])
+            self._layer_tops.append(None)
             self._may_overwrite.append(
                 lp.type == "ReLU"
                 and tops == bottoms
@@ -176,9 +199,11 @@ class Net:
             )
             for b in bottoms:
                 read_since_write[b] = True
-            for t in tops:
+            for j, t in enumerate(tops):
                 writer[t], read_since_write[t] = lp.type, False
+                latest[t] = (len(self.layers) - 1, j)
         self.outputs = sorted(available)
+        self.layer_need_backward = self._setup_log.finish(self._loss_tops, self.outputs)
 
     def _share_by_name(self) -> None:
         """Replace parameters whose ParamSpec names an earlier owner by the owner's tensor."""
@@ -271,16 +296,23 @@ class Net:
             self._index(start, 0), self._index(end, len(self.layers) - 1), self._grad_wanted()
         )
 
-    def _forward(self, i0: int, i1: int, grad: bool) -> float:
-        keep = self.wants_blob_diffs
+    def _forward(self, i0: int, i1: int, grad: bool, keep: bool | None = None) -> float:
+        keep = self.wants_blob_diffs if keep is None else keep
         loss: torch.Tensor | None = None
-        self._grad_sources = {}
+        for i in range(i0, i1 + 1):
+            self._loss_terms.pop(i, None)
+            for name in self.top_names[i]:
+                self._grad_sources.pop(name, None)
+        written: dict[str, Blob] = {}
+        blobs = self.blobs
         with torch.set_grad_enabled(grad):
             for i in range(i0, i1 + 1):
                 layer = self.layers[i]
                 if self._may_overwrite[i]:
                     layer.inplace = not keep
-                bottoms = [self.blobs[b].tensor for b in self.bottom_names[i]]
+                # a blob made earlier in this pass is read as the tensor the layer left; one made before it
+                # from its pinned storage, which the user may have written since
+                bottoms = [blobs[b].tensor if b in written else blobs[b].read() for b in self.bottom_names[i]]
                 if grad:
                     bottoms = [b if p else b.detach() for b, p in zip(bottoms, self._propagate[i])]
                 tops = layer.forward(bottoms)
@@ -290,15 +322,30 @@ class Net:
                             t.requires_grad_(True)
                             t.grad = None
                 for name, t, in_place in zip(self.top_names[i], tops, self._in_place[i]):
-                    self.blobs[name].tensor = t
+                    blob = blobs[name]
+                    blob.tensor = t
+                    written[name] = blob
                     if keep and grad and not in_place and t.requires_grad:
                         if not t.is_leaf:
                             t.retain_grad()
                         self._grad_sources[name] = t
+                if grad:
+                    self._layer_tops[i] = list(tops)
                 for j, w in self._loss_tops[i]:
                     term = tops[j].sum() * w if w != 1 else tops[j].sum()
+                    if grad:
+                        prev = self._loss_terms.get(i)
+                        self._loss_terms[i] = term if prev is None else prev + term
                     loss = term if loss is None else loss + term
+        for blob in written.values():
+            blob.sync_live()
         self._loss = loss if grad else None
+        if grad:
+            prev = self._graph_range if self._graph else None
+            joined = prev is not None and prev[0] <= i0 <= prev[1] + 1
+            self._graph_range = (prev[0], i1) if joined and prev is not None else (i0, i1)
+        else:
+            self._graph_range = None
         self._graph = grad
         return float(loss.detach()) if loss is not None else 0.0
 
@@ -308,31 +355,89 @@ class Net:
         end: str | None = None,
         top_diffs: Mapping[str, np.ndarray] | None = None,
     ) -> None:
-        """Back-propagate the last forward's loss (plus ``top_diffs`` set on output blobs); parameter
-        gradients accumulate into ``.grad`` like Caffe's param diffs."""
-        if self._index(start, len(self.layers) - 1) != len(self.layers) - 1 or self._index(end, 0) != 0:
-            raise NetError("backward over a partial layer range is not supported; use the full range")
-        if not self._graph:
-            self._forward(0, len(self.layers) - 1, True)
-        roots: list[torch.Tensor] = []
-        grads: list[torch.Tensor] = []
-        if self._loss is not None and self._loss.requires_grad:
-            roots.append(self._loss)
-            grads.append(torch.ones_like(self._loss))
+        """Back-propagate through layers ``start`` down to ``end`` (inclusive, by name; default all), as
+        Caffe's BackwardFromTo: loss tops in the range seed their loss weight, and every other top of a
+        range layer that no later range layer reads seeds the diff its blob holds (``top_diffs`` are first
+        written into the named blobs' diffs). Parameter gradients accumulate into ``.grad`` like Caffe's
+        param diffs; layers below ``end`` get nothing."""
+        i_start = self._index(start, len(self.layers) - 1)
+        i_end = self._index(end, 0)
+        if i_end > i_start:
+            raise NetError(f"backward: layer {end!r} comes after {start!r}; start must be the upper layer")
         for name, diff in (top_diffs or {}).items():
-            t = self.blobs[name].tensor
-            if t.requires_grad:
-                roots.append(t)
-                grads.append(
-                    torch.as_tensor(np.asarray(diff, dtype=np.float32), device=t.device).reshape(t.shape)
-                )
-        if roots:
-            torch.autograd.backward(roots, grads)
+            blob = self.blobs[name]
+            arr = np.asarray(diff, dtype=np.float32).reshape(blob.shape)
+            blob.live_diff().copy_(torch.as_tensor(arr))
+        covered = self._graph_range
+        if not self._graph or covered is None or covered[0] > i_end or covered[1] < i_start:
+            # the last forward kept no graph over this range (TEST phase): run it again with one
+            self._forward(0, i_start, True, keep=True)
+        roots, grads = self._seeds(i_end, i_start)
+        inputs = None if i_end == 0 else self._cut_inputs(i_end, i_start)
+        whole = i_end == 0 and i_start == len(self.layers) - 1
+        if roots and (inputs is None or inputs):
+            # a partial pass keeps the graph: the next range (Caffe scripts walk down in steps) needs it
+            torch.autograd.backward(roots, grads, inputs=inputs, retain_graph=not whole)
         for name, src in self._grad_sources.items():
+            if not self._in_range(name, i_end, i_start):
+                continue
             g = src.grad
             self.blobs[name].grad_tensor = g if g is not None else torch.zeros_like(src)
-        self._loss = None
-        self._graph = False
+            src.grad = None
+        if whole:  # the graph is spent: drop what pointed into it
+            self._loss = None
+            self._graph = False
+            self._loss_terms = {}
+            self._layer_tops = [None] * len(self.layers)
+
+    def _seeds(self, i_end: int, i_start: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Roots of a backward over layers i_end..i_start: loss terms, and tops read by no later range layer
+        whose blobs hold a diff."""
+        read: set[tuple[int, int]] = set()
+        for k in range(i_end, i_start + 1):
+            read.update(src for src in self._bottom_src[k] if src is not None)
+        roots: list[torch.Tensor] = []
+        grads: list[torch.Tensor] = []
+        for i in range(i_end, i_start + 1):
+            term = self._loss_terms.get(i)
+            if term is not None and term.requires_grad:
+                roots.append(term)
+                grads.append(torch.ones_like(term))
+            tops = self._layer_tops[i]
+            if tops is None:
+                continue
+            weighted = {j for j, _ in self._loss_tops[i]}
+            for j, (name, t) in enumerate(zip(self.top_names[i], tops)):
+                if j in weighted or (i, j) in read or not t.requires_grad:
+                    continue
+                blob = self.blobs[name]
+                if blob.has_diff:
+                    roots.append(t)
+                    grads.append(blob.grad_tensor.detach().reshape(t.shape).to(t.device))
+        return roots, grads
+
+    def _cut_inputs(self, i_end: int, i_start: int) -> list[torch.Tensor]:
+        """What a partial backward stops at: range layers' learnable parameters and the tensors range
+        layers read from below the range."""
+        out: dict[int, torch.Tensor] = {}
+        for i in range(i_end, i_start + 1):
+            for p in self.layers[i].blobs:
+                if p.requires_grad:
+                    out[id(p)] = p
+            for src in self._bottom_src[i]:
+                if src is None or src[0] >= i_end:
+                    continue
+                tops = self._layer_tops[src[0]]
+                if tops is not None and tops[src[1]].requires_grad:
+                    out[id(tops[src[1]])] = tops[src[1]]
+        return list(out.values())
+
+    def _in_range(self, blob: str, i_end: int, i_start: int) -> bool:
+        """Whether a backward over i_end..i_start writes this blob's diff (a range layer reads or makes
+        it)."""
+        return any(
+            blob in self.top_names[i] or blob in self.bottom_names[i] for i in range(i_end, i_start + 1)
+        )
 
     def forward_backward(self) -> float:
         """One forward and backward pass; returns the loss (Caffe's ForwardBackward)."""
@@ -358,6 +463,7 @@ class Net:
                     if layer.owns_tops:
                         blob.reshape(*shape)
                     else:
+                        blob._unpin()
                         blob._shape = tuple(shape)
                         blob._tensor = None
                         blob._diff = None
@@ -366,7 +472,7 @@ class Net:
         """Output blob values for logging: floats for one-value blobs, arrays otherwise."""
         out: dict[str, float | np.ndarray] = {}
         for name in self.outputs:
-            arr = self.blobs[name].tensor.detach().cpu().numpy()
+            arr = self.blobs[name].value().detach().cpu().numpy()
             out[name] = float(arr.reshape(-1)[0]) if arr.size == 1 else arr.copy()
         return out
 

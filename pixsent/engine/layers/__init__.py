@@ -11,6 +11,7 @@ from pixsent.engine.layers import (  # noqa: F401
     neuron,
     parameter,
     prob_loss,
+    python,
     recurrent,
     reduce,
     select,

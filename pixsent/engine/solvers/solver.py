@@ -171,7 +171,7 @@ class Solver:
     def _default_factory(self, net_param, phase, stages, level):
         from pixsent.engine.net import Net
 
-        return Net(net_param, phase, stages=tuple(stages), level=level, device=self.device)
+        return Net(net_param, phase, stages=tuple(stages), level=level, device=self.device, log=True)
 
     def _read_net(self, path: str) -> caffe_pb2.NetParameter:
         from pixsent.formats.prototxt import read_net
