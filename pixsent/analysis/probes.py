@@ -20,28 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pixsent.analysis.layersets import TABLE3_LAYERS
 from pixsent.analysis.phases import PhaseLog
-
-#: The layers the paper probes, in network order (post-activation blobs of CaffeNet's deploy net).
-TABLE3_LAYERS = (
-    "conv1",
-    "pool1",
-    "norm1",
-    "conv2",
-    "pool2",
-    "norm2",
-    "conv3",
-    "conv4",
-    "conv5",
-    "pool5",
-    "fc6",
-    "fc7",
-    "fc8",
-)
-
-#: The paper's Table 3 (five-agree, mean accuracy): not found in the sources this project could consult,
-#: so it is empty and the table prints ours only (fill in (svm, softmax) per layer to print them beside).
-PAPER_TABLE3: dict[str, tuple[float, float]] = {}
 
 
 @dataclass(frozen=True)
@@ -259,11 +239,14 @@ class Table3:
                 seen.append(r.layer)
         return seen
 
-    def to_markdown(self) -> str:
-        paper = bool(PAPER_TABLE3)
+    def to_markdown(self, paper: dict[str, tuple[tuple[float, float], ...]] | None = None) -> str:
+        """Markdown rows per layer; ``paper`` ({layer: ((svm mean, std), (softmax mean, std))}) adds the
+        published columns where a layer has the same name (the paper's Table 3 is CaffeNet's)."""
+        paper = paper or {}
+        shown = any(layer in paper for layer in self.layers())
         head = "| layer | SVM (ours) | Softmax (ours) | folds |"
         rule = "| --- | --- | --- | --- |"
-        if paper:
+        if shown:
             head += " SVM (paper) | Softmax (paper) |"
             rule += " --- | --- |"
         lines = [head, rule]
@@ -272,14 +255,21 @@ class Table3:
             soft = self.summary(layer, "softmax")
             n = max(svm[2], soft[2])
             row = f"| {layer} | {svm[0]:.3f} ± {svm[1]:.3f} | {soft[0]:.3f} ± {soft[1]:.3f} | {n} |"
-            if paper:
-                ps = PAPER_TABLE3.get(layer)
-                row += f" {ps[0]:.3f} | {ps[1]:.3f} |" if ps else " – | – |"
+            if shown:
+                ps = paper.get(layer)
+                cells = [f"{m:.3f} ± {s:.3f}" for m, s in ps] if ps else ["–", "–"]
+                row += f" {cells[0]} | {cells[1]} |"
             lines.append(row)
-        if not paper:
-            lines.append("")
-            lines.append("(The paper's Table 3 values were not available to pixsent; ours only.)")
         return "\n".join(lines)
+
+    def summaries(self) -> list[dict]:
+        """Per layer and classifier: mean, population std and number of folds (what the tables print)."""
+        out = []
+        for layer in self.layers():
+            for name in sorted({r.classifier for r in self.results if r.layer == layer}):
+                mean, std, n = self.summary(layer, name)
+                out.append({"layer": layer, "classifier": name, "mean": mean, "std": std, "folds": n})
+        return out
 
     def to_json(self) -> list[dict]:
         return [r.__dict__ for r in self.results]
@@ -304,8 +294,10 @@ def probe_folds(
     classifiers: Iterable[str] = ("svm", "softmax"),
     progress: bool = True,
     log: PhaseLog | None = None,
+    release: Callable[[int], None] | None = None,
 ) -> Table3:
-    """Every layer of every fold: ``caches(fold)`` gives that fold's FeatureCache (shared or per fold)."""
+    """Every layer of every fold: ``caches(fold)`` gives that fold's FeatureCache (shared or per fold);
+    ``release(fold)``, when given, runs once a fold is probed (to drop a cache no later fold reads)."""
     from tqdm import tqdm
 
     table = Table3()
@@ -327,6 +319,8 @@ def probe_folds(
                 )
                 del feats
                 bar.update(1)
+            if release is not None:
+                release(split.fold)
     return table
 
 
@@ -346,6 +340,9 @@ class LayerAnalysis:
     classifiers: Sequence[str] = ("svm", "softmax")
     progress: bool = True
     log: PhaseLog | None = None  # phase timings (extract, standardise, fit) when given
+    # False: delete a model's feature cache once the last fold reading it is probed (a fine-tuned model per
+    # fold makes one cache per fold: ~16 GB each for SqueezeNet's 15 layers over 880 images)
+    keep_cache: bool = True
 
 
 def read_split_list(path: Path) -> list[tuple[str, int]]:
@@ -419,4 +416,15 @@ def layer_analysis(spec: LayerAnalysis, forward_factory: Callable | None = None)
                 np.array([lab for _, lab in te]),
             )
         )
-    return probe_folds(cache_for, splits, spec.layers, spec.probe, spec.classifiers, spec.progress, spec.log)
+
+    def release(k: int) -> None:
+        model = spec.models[k]
+        later = [f.k for f in folds if f.k > k and spec.models[f.k] == model]
+        if not spec.keep_cache and not later and model in caches:
+            import shutil
+
+            shutil.rmtree(caches.pop(model).folder, ignore_errors=True)
+
+    return probe_folds(
+        cache_for, splits, spec.layers, spec.probe, spec.classifiers, spec.progress, spec.log, release
+    )
