@@ -151,7 +151,7 @@ def _table3_report(args, spec, table, layer_set: str, mean_spec: str | None, n_f
     if args.label:
         label = args.label
     elif args.init:
-        label = f"{args.init} (no fine-tuning)"
+        label = args.init
     else:
         label = Path(args.run).resolve().name.removesuffix(".caffemodel")
     return Table3Report(
