@@ -92,12 +92,13 @@ def _probe_mean(args: argparse.Namespace, models: dict[int, tuple[Path, Path]]):
 def _layers(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from pixsent.analysis import layersets, probes
+    from pixsent.analysis import layersets, probes, provenance
     from pixsent.analysis.phases import PhaseLog
     from pixsent.data.splits import fold_dirs
     from pixsent.errors import DataError
     from pixsent.formats.prototxt import read_net
 
+    commit = provenance.commit()  # the code that runs: read before the long work, not after it
     splits = Path(args.splits)
     if (splits / SUBSET_DIRS[args.subset]).is_dir():
         splits = splits / SUBSET_DIRS[args.subset]
@@ -137,13 +138,13 @@ def _layers(args: argparse.Namespace) -> int:
         keep_cache=not args.drop_cache,
     )
     table = probes.layer_analysis(spec)
-    report = _table3_report(args, spec, table, layer_set.name, mean_spec, len(folds))
+    report = _table3_report(args, spec, table, layer_set.name, mean_spec, len(folds), commit)
     print(report.markdown())
     _write_reports(args, spec, report)
     return 0
 
 
-def _table3_report(args, spec, table, layer_set: str, mean_spec: str | None, n_folds: int):
+def _table3_report(args, spec, table, layer_set: str, mean_spec: str | None, n_folds: int, commit: str):
     from pixsent.analysis import provenance
     from pixsent.analysis.report import Table3Report
     from pixsent.recipes.paper import results
@@ -166,7 +167,7 @@ def _table3_report(args, spec, table, layer_set: str, mean_spec: str | None, n_f
         layers=list(spec.layers),
         probe=spec.probe,
         command=provenance.command_line(),
-        commit=provenance.commit(),
+        commit=commit,
         table=table,
         n_folds=n_folds,
         paper=dict(results.TABLE3) if layer_set == "caffenet" else {},
