@@ -230,3 +230,19 @@ def test_net_forward_takes_any_batch_and_the_fc8_alias(tmp_path):
     assert out["conv1"].min() == 0.0  # post-ReLU
     one = forward(x[1:2])
     np.testing.assert_allclose(out["fc8"][1:2], one["fc8"], rtol=1e-5, atol=1e-6)
+
+
+def test_a_layer_constant_on_the_training_fold_answers_the_majority_class():
+    """A dead ReLU layer (all zeros) cannot be fitted: it scores as the training fold's majority class."""
+    ytr, yte = np.array([1, 1, 1, 0, 0]), np.array([1, 0, 0, 0])
+    for width in (3, 50):  # primal and dual forms
+        out = probes.probe_layer(
+            "dead", 1, np.zeros((5, width), np.float32), ytr, np.ones((4, width)), yte, probes.ProbeConfig()
+        )
+        assert [(r.classifier, r.form, r.accuracy) for r in out] == [
+            ("svm", "constant", 0.25),
+            ("softmax", "constant", 0.25),
+        ]
+        assert all(np.isnan(r.c) for r in out)
+    table = probes.Table3(out)
+    assert table.to_json()[0]["c"] is None

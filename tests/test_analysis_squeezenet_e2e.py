@@ -3,8 +3,10 @@
 The fold (24 real five-agree images of fold 1: 16 to train, 8 to test; batch 8, 2 iterations) goes through
 LMDB building, training from the decoded Deep Compression SqueezeNet, centre and 10-crop evaluation. Then
 `pixsent maps --run` maps 4 of its test images with the score map before global pooling (13 x 13 cells at
-227 x 227 once the padding ring is left out), and `pixsent layers --run` probes the fine-tuned net's default
-SqueezeNet layers on the same split, reading the mean from the run's train_val.
+227 x 227 once the padding ring is left out), and `pixsent layers --run` probes four of the fine-tuned net's
+layers (Table 3's name conv_final finding conv_final_twitter; a fire concat, whose name holds a slash) on the
+same split, reading the mean from the run's train_val. The default layer lists are tested on the deploy nets
+in test_analysis_layersets.py.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ pytest.importorskip("pixsent.engine.net", reason="engine Net not available")
 pytestmark = pytest.mark.slow  # about a minute on 2 cores
 
 N_TRAIN, N_TEST = 16, 8
-SQUEEZENET_LAYERS = 14
+PROBED = ["pool1", "fire9/concat", "conv_final", "pool_final"]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +46,8 @@ def fold(tmp_path_factory, shared_data, squeezenet_dir) -> dict[str, Path]:
     argv = [
         "fold", "1", "--init", "squeezenet-dc", "--data", str(shared_data / "twitter"),
         "--splits", str(root / "splits"), "--mirror", str(squeezenet_dir), "--models", str(root / "models"),
-        "--runs", str(root / "runs"), "--lmdb", str(root / "lmdb"), "--batch", "8", "--max-iter", "2", "--quiet",
+        "--runs", str(root / "runs"), "--lmdb", str(root / "lmdb"), "--batch", "8", "--max-iter", "2",
+        "--quiet",
     ]  # fmt: skip
     assert main(argv) == 0
     run = RunPaths(root / "runs", "five", "fc8_twitter", "squeezenet-dc", 1)
@@ -81,17 +84,15 @@ def test_layer_probes_of_the_fine_tuned_net(fold, tmp_path):
         "layers", "--run", str(fold["root"] / "runs" / "five" / "fc8_twitter-squeezenet-dc"),
         "--splits", str(fold["splits"]), "--images", str(fold["images"]), "--cache", str(tmp_path / "cache"),
         "--json", str(tmp_path / "t3.json"), "--md", str(tmp_path / "t3.md"), "--drop-cache",
+        "--layers", ",".join(PROBED),
     ]  # fmt: skip
     assert main(argv) == 0
     doc = json.loads((tmp_path / "t3.json").read_text())
     assert doc["layer_set"] == "squeezenet" and doc["mean"] == "104,117,123" and doc["fine_tuned"] is True
-    assert len(doc["layers"]) == SQUEEZENET_LAYERS and doc["layers"][-2:] == [
-        "conv_final_twitter",
-        "pool_final",
-    ]
+    assert doc["layers"] == PROBED and doc["blobs"]["conv_final"] == "conv_final_twitter"
     assert {(r["layer"], r["classifier"]) for r in doc["results"]} == {
         (layer, c) for layer in doc["layers"] for c in ("svm", "softmax")
     }
     assert doc["command"].startswith("pixsent layers --run") and doc["commit"]
-    assert "conv_final_twitter" in (tmp_path / "t3.md").read_text()
+    assert "| fire9/concat |" in (tmp_path / "t3.md").read_text()
     assert not any((tmp_path / "cache").iterdir())  # --drop-cache: the fold's features are gone

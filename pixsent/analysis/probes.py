@@ -159,8 +159,8 @@ class ProbeResult:
     fold: int
     classifier: str
     accuracy: float
-    c: float
-    form: str
+    c: float  # nan where nothing was fitted (form "constant")
+    form: str  # "primal", "dual" (projected on the training rows' span) or "constant" (no feature varies)
 
 
 def fit_probe(
@@ -212,10 +212,17 @@ def probe_layer(
         test = test.reshape(test.shape[0], -1)
     with phase("standardise", features=int(train.shape[1])):
         xtr, xte, form = standardised_views(train, test, cfg.chunk)
+    ytr, yte = np.asarray(ytr), np.asarray(yte)
+    if xtr.shape[1] == 0 or not np.any(xtr):
+        # every feature constant on the training fold (e.g. a ReLU that is dead on every image): a linear
+        # model can only answer the training fold's majority class, which is what it is scored with
+        majority = np.bincount(ytr).argmax()
+        acc = float((yte == majority).mean())
+        return [ProbeResult(layer, fold, name, acc, math.nan, "constant") for name in classifiers]
     out = []
     for name in classifiers:
         with phase("fit", classifier=name):
-            acc, c = fit_probe(name, xtr, np.asarray(ytr), xte, np.asarray(yte), cfg)
+            acc, c = fit_probe(name, xtr, ytr, xte, yte, cfg)
         out.append(ProbeResult(layer, fold, name, acc, c, form))
     return out
 
@@ -272,7 +279,8 @@ class Table3:
         return out
 
     def to_json(self) -> list[dict]:
-        return [r.__dict__ for r in self.results]
+        """Every per-fold result; C is null where no classifier was fitted (a constant layer)."""
+        return [{**r.__dict__, "c": None if math.isnan(r.c) else r.c} for r in self.results]
 
 
 @dataclass(frozen=True)

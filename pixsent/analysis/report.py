@@ -31,6 +31,7 @@ class Table3Report:
     table: Table3
     n_folds: int
     paper: PaperTable = field(default_factory=dict)  # published numbers to print beside (CaffeNet's)
+    blobs: dict[str, str] = field(default_factory=dict)  # probe name -> the net's blob (fc8 -> fc8_twitter)
 
     def title(self) -> str:
         what = "fine-tuned" if self.fine_tuned else "off the shelf (no fine-tuning)"
@@ -74,6 +75,7 @@ class Table3Report:
             "models": {str(k): v for k, v in self.models.items()},
             "mean": self.mean,
             "layers": self.layers,
+            "blobs": self.blobs,
             "probe": {**probe, "c_grid": list(probe["c_grid"])},
             "command": self.command,
             "commit": self.commit,

@@ -93,6 +93,7 @@ def _layers(args: argparse.Namespace) -> int:
     import numpy as np
 
     from pixsent.analysis import layersets, probes, provenance
+    from pixsent.analysis.features import resolve_blobs
     from pixsent.analysis.phases import PhaseLog
     from pixsent.data.splits import fold_dirs
     from pixsent.errors import DataError
@@ -123,8 +124,10 @@ def _layers(args: argparse.Namespace) -> int:
         from pixsent.zoo import registry
 
         architecture = registry.get(args.init).architecture
-    layer_set, names = layersets.default_layers(read_net(deploy), architecture)
+    net = read_net(deploy)
+    layer_set, names = layersets.default_layers(net, architecture)
     layers = tuple(args.layers.split(",")) if args.layers else tuple(names)
+    blobs = resolve_blobs(layers, list(dict.fromkeys(t for layer in net.layer for t in layer.top)), deploy)
     spec = probes.LayerAnalysis(
         splits=splits,
         images=Path(args.images),
@@ -139,6 +142,7 @@ def _layers(args: argparse.Namespace) -> int:
     )
     table = probes.layer_analysis(spec)
     report = _table3_report(args, spec, table, layer_set.name, mean_spec, len(folds), commit)
+    report.blobs = blobs
     print(report.markdown())
     _write_reports(args, spec, report)
     return 0
@@ -166,7 +170,7 @@ def _table3_report(args, spec, table, layer_set: str, mean_spec: str | None, n_f
         mean=mean_spec,
         layers=list(spec.layers),
         probe=spec.probe,
-        command=provenance.command_line(),
+        command=provenance.command_line(getattr(args, "command_line", None)),
         commit=commit,
         table=table,
         n_folds=n_folds,
