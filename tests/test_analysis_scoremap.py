@@ -140,3 +140,5 @@ def test_pick_test_images_takes_both_sentiments(tmp_path):
     assert picked == ["p0.jpg", "p1.jpg", "n0.jpg", "n1.jpg"]
     picked = [p.name for p in maps.pick_test_images(tmp_path / "test.txt", tmp_path, 6)]
     assert picked == ["p0.jpg", "p1.jpg", "p2.jpg", "p3.jpg", "n0.jpg", "n1.jpg"]  # only 2 negatives
+    picked = [p.name for p in maps.pick_test_images(tmp_path / "test.txt", tmp_path, 2, exclude=["p0.jpg"])]
+    assert picked == ["p1.jpg", "n0.jpg"]

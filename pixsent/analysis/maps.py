@@ -241,14 +241,30 @@ class MapItem:
     image: np.ndarray
     overlay: np.ndarray
     p_positive: float
+    truth: int | None = None  # the image's label where known (1 positive, 0 negative)
 
 
-def pick_test_images(test_list: str | Path, images: str | Path, count: int) -> list[Path]:
+def verdict(p_positive: float, tie: float = 5e-4) -> str:
+    """'positive' above 0.5, 'negative' below, 'tie' within ``tie`` of it (a net whose scores are all equal,
+    e.g. a ReLU'd classifier dead on the image, answers exactly 0.5)."""
+    if abs(p_positive - 0.5) < tie:
+        return "tie"
+    return "positive" if p_positive > 0.5 else "negative"
+
+
+def _short(name: str, width: int = 16) -> str:
+    """A file stem short enough for a subplot title (its end, where Twitter names keep the media key)."""
+    return name if len(name) <= width else "…" + name[-(width - 1) :]
+
+
+def pick_test_images(
+    test_list: str | Path, images: str | Path, count: int, exclude: Sequence[str] = ()
+) -> list[Path]:
     """``count`` images of an ``image label`` list in list order, half of each sentiment (label 1 positive)
-    where the list has enough, so a figure shows both kinds."""
+    where the list has enough, so a figure shows both kinds; names in ``exclude`` are passed over."""
     from pixsent.analysis.probes import read_split_list
 
-    items = read_split_list(Path(test_list))
+    items = [(name, label) for name, label in read_split_list(Path(test_list)) if name not in set(exclude)]
     positive = [name for name, label in items if label == POSITIVE]
     negative = [name for name, label in items if label != POSITIVE]
     n_pos = min(len(positive), max(count - len(negative), (count + 1) // 2))
@@ -259,7 +275,8 @@ def pick_test_images(test_list: str | Path, images: str | Path, count: int) -> l
 def grid_figure(
     items: Sequence[MapItem], path: str | Path, columns: int = 2, title: str | None = None
 ) -> None:
-    """A PNG with, per image, the image and its overlay; the overlay framed green (positive) or red."""
+    """A PNG with, per image, the image (and its label) and its overlay framed by the net's answer: green
+    positive, red negative, grey a tie."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -278,13 +295,12 @@ def grid_figure(
         r, c = divmod(k, per_row)
         a_img, a_map = axes[r][2 * c], axes[r][2 * c + 1]
         a_img.imshow(item.image)
-        a_img.set_title(item.name, fontsize=8)
+        truth = "" if item.truth is None else f" (label {'positive' if item.truth else 'negative'})"
+        a_img.set_title(_short(item.name) + truth, fontsize=8)
         a_map.imshow(item.overlay)
-        positive = item.p_positive > 0.5
-        colour = "#00b000" if positive else "#d00000"
-        a_map.set_title(
-            f"{'positive' if positive else 'negative'} P+={item.p_positive:.2f}", fontsize=8, color=colour
-        )
+        answer = verdict(item.p_positive)
+        colour = {"positive": "#00b000", "negative": "#d00000"}.get(answer, "#808080")
+        a_map.set_title(f"{answer} P+={item.p_positive:.2f}", fontsize=8, color=colour)
         a_map.axis("on")
         a_map.set_xticks([])
         a_map.set_yticks([])
@@ -307,6 +323,7 @@ def run_maps(
     grid: str | Path | None = None,
     progress: bool = True,
     title: str | None = None,
+    labels: dict[str, int] | None = None,
 ) -> list[MapItem]:
     """Map every image: ``<stem>_map.npy`` and ``<stem>_overlay.png`` in out_dir, and the grid figure.
 
@@ -335,7 +352,8 @@ def run_maps(
         save_npy(out_dir / f"{stem}_map.npy", prob.astype(np.float32))
         over = overlay(image, prob, cfg.positive, cfg.negative)
         save_png(out_dir / f"{stem}_overlay.png", over)
-        items.append(MapItem(stem, (image * 255).astype(np.uint8), over, float(overall[cfg.positive])))
+        truth = (labels or {}).get(Path(path).name)
+        items.append(MapItem(stem, (image * 255).astype(np.uint8), over, float(overall[cfg.positive]), truth))
     if grid and (items or not unreadable):
         grid_figure(items, grid, title=title)
     if unreadable:

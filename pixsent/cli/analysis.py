@@ -228,7 +228,9 @@ def _map_inputs(args: argparse.Namespace) -> tuple[list[Path], Path, Path | None
         if mean is None and (fold / "train_val.prototxt").is_file():
             mean = transform_mean(fold / "train_val.prototxt")
         if args.test_images:
-            images += pick_test_images(fold / "test.txt", Path(args.image_dir), args.test_images)
+            images += pick_test_images(
+                fold / "test.txt", Path(args.image_dir), args.test_images, args.exclude
+            )
     if weights is None:
         raise DataError("give --weights (a caffemodel) or --run (a fold run folder)")
     if not images:
@@ -239,18 +241,29 @@ def _map_inputs(args: argparse.Namespace) -> tuple[list[Path], Path, Path | None
 def _maps(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from pixsent.analysis.maps import MapConfig, run_maps
+    from pixsent.analysis.maps import MapConfig, run_maps, verdict
 
     images, weights, model, mean_spec = _map_inputs(args)
     mean = _mean(mean_spec)
     if mean is not None and np.ndim(mean) == 3:
         mean = mean.mean(1).mean(1)  # per-channel, as the authors' Transformer.set_mean does
     cfg = MapConfig(size=args.size, mean=mean, device=args.device)
-    items = run_maps(images, weights, model, args.out, cfg, grid=args.grid, title=args.title)
+    title = args.title
+    if title is None and args.run:
+        fold = Path(args.run).resolve()
+        title = (
+            f"{fold.parent.name}/{fold.name}, {weights.stem}: green = P(positive), red = P(negative); "
+            "frame: the net's answer"
+        )
+    labels = None
+    if args.run and (Path(args.run) / "test.txt").is_file():
+        from pixsent.analysis.probes import read_split_list
+
+        labels = dict(read_split_list(Path(args.run) / "test.txt"))
+    items = run_maps(images, weights, model, args.out, cfg, grid=args.grid, title=title, labels=labels)
     print(f"weights {weights}")
     for item in items:
-        label = "positive" if item.p_positive > 0.5 else "negative"
-        print(f"{item.name}\tP(positive)={item.p_positive:.4f}\t{label}")
+        print(f"{item.name}\tP(positive)={item.p_positive:.4f}\t{verdict(item.p_positive)}")
     return 0
 
 
@@ -318,6 +331,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="with --run: also map N images of the fold's test list (half positive, half negative)",
     )
     p.add_argument("--image-dir", default="data/twitter/images", help="where --test-images are")
+    p.add_argument(
+        "--exclude", nargs="+", default=[], metavar="NAME", help="image names --test-images passes over"
+    )
     p.add_argument(
         "--size",
         type=int,
