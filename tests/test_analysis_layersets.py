@@ -53,7 +53,7 @@ def test_squeezenet_imagenet_deploy(squeezenet_deploy):
     assert layersets.default_layers(squeezenet_deploy, arch) == (used, names)
 
 
-@pytest.mark.parametrize("variant", ["fc8_twitter", "fc8_twitter-adapted"])
+@pytest.mark.parametrize("variant", ["fc8_twitter", "fc8_twitter-norelu"])
 def test_squeezenet_fine_tuned_deploy(squeezenet_dir, variant):
     net = fine_tuned_deploy(squeezenet_dir, variant)
     used, names = layersets.default_layers(net)
