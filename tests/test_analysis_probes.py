@@ -246,3 +246,34 @@ def test_a_layer_constant_on_the_training_fold_answers_the_majority_class():
         assert all(np.isnan(r.c) for r in out)
     table = probes.Table3(out)
     assert table.to_json()[0]["c"] is None
+
+
+def test_c_search_extends_past_a_grid_edge_that_is_strictly_best(monkeypatch):
+    """A stub classifier whose accuracy peaks at C = 1e-6: the search walks down from the grid's 1e-3 a decade
+    at a time, stops one decade past the peak, and picks the peak; the grid alone would have said 1e-3."""
+    from sklearn.base import BaseEstimator, ClassifierMixin
+
+    class Peaked(ClassifierMixin, BaseEstimator):
+        def __init__(self, C=1.0):
+            self.C = C
+
+        def fit(self, x, y):
+            self.classes_ = np.array([0, 1])
+            return self
+
+        def predict(self, x):  # column 0 is the label, column 1 a uniform draw: right with probability q(C)
+            q = 1.0 / (1.0 + (np.log10(self.C) + 6.0) ** 2 / 10.0)
+            return np.where(x[:, 1] < q, x[:, 0], 1 - x[:, 0]).astype(int)
+
+    monkeypatch.setitem(probes.CLASSIFIERS, "peaked", lambda c, cfg: Peaked(C=c))
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 3000)
+    x = np.stack([y, rng.uniform(size=3000)], axis=1)
+    c, scores = probes.choose_c("peaked", x, y, probes.ProbeConfig())
+    assert c == pytest.approx(1e-6)
+    assert sorted(scores) == pytest.approx([1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0])
+    c, scores = probes.choose_c("peaked", x, y, probes.ProbeConfig(extend=0))
+    assert c == pytest.approx(1e-3) and len(scores) == 5
+    # an edge that only ties with its neighbour is not extended
+    assert probes._edges_to_extend({1e-3: 0.7, 1e-2: 0.7, 1e-1: 0.6}) == []
+    assert probes._edges_to_extend({1e-3: 0.6, 1e-2: 0.7, 1e-1: 0.8}) == [pytest.approx(1.0)]

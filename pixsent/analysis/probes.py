@@ -29,6 +29,9 @@ class ProbeConfig:
     """How the probes are trained: the C grid, the inner cross-validation and the chunking of wide layers."""
 
     c_grid: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+    # decades the search may add beyond an edge of c_grid while the edge value is strictly the best: wide
+    # standardised layers (10^5 features and more) want C far below 1e-3, which a fixed grid would clip
+    extend: int = 4
     inner_folds: int = 3
     seed: int = 0
     chunk: int = 16384
@@ -163,32 +166,65 @@ class ProbeResult:
     form: str  # "primal", "dual" (projected on the training rows' span) or "constant" (no feature varies)
 
 
+def _edges_to_extend(scores: dict[float, float]) -> list[float]:
+    """One more decade beyond each edge of the searched Cs whose score is the best and strictly above its
+    neighbour's (the optimum may lie further out); nothing when the best is inside or the edge only ties."""
+    cs = sorted(scores)
+    best = max(scores.values())
+    if len(cs) < 2:
+        return []
+    new = []
+    if scores[cs[0]] == best and scores[cs[0]] > scores[cs[1]]:
+        new.append(cs[0] / 10)
+    if scores[cs[-1]] == best and scores[cs[-1]] > scores[cs[-2]]:
+        new.append(cs[-1] * 10)
+    return new
+
+
+def choose_c(
+    name: str, xtr: np.ndarray, ytr: np.ndarray, cfg: ProbeConfig
+) -> tuple[float, dict[float, float]]:
+    """(C, mean inner-CV accuracy per C tried): the grid, extended a decade at a time (up to ``cfg.extend``)
+    beyond an edge that is strictly the best; ties go to the smallest C, as scikit-learn's GridSearchCV does
+    on an ascending grid. Training rows only: the test fold is never seen."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    factory = CLASSIFIERS[name]
+    folds = max(2, min(cfg.inner_folds, int(np.bincount(ytr).min())))
+    cv = StratifiedKFold(folds, shuffle=True, random_state=cfg.seed)
+
+    def score(cs: Iterable[float]) -> dict[float, float]:
+        return {
+            c: float(cross_val_score(factory(c, cfg), xtr, ytr, cv=cv, scoring="accuracy").mean()) for c in cs
+        }
+
+    scores = score(cfg.c_grid)
+    for _ in range(cfg.extend):
+        new = _edges_to_extend(scores)
+        if not new:
+            break
+        scores.update(score(new))
+    best = max(scores.values())
+    return min(c for c, s in scores.items() if s == best), scores
+
+
 def fit_probe(
     name: str, xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray, cfg: ProbeConfig
 ) -> tuple[float, float]:
-    """Grid-search C on the training data only, refit on all of it, return (test accuracy, chosen C).
+    """Choose C on the training data only (choose_c), refit on all of it, return (test accuracy, chosen C).
 
     BLAS runs single-threaded here: the problems are at most n_train wide, so threads only add overhead,
     and OpenBLAS threads that spin for a busy CPU made the fits up to 5x slower on a shared machine.
     """
     from sklearn.exceptions import ConvergenceWarning
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold
     from threadpoolctl import threadpool_limits
 
-    factory = CLASSIFIERS[name]
-    folds = max(2, min(cfg.inner_folds, int(np.bincount(ytr).min())))
-    search = GridSearchCV(
-        factory(1.0, cfg),
-        {"C": list(cfg.c_grid)},
-        cv=StratifiedKFold(folds, shuffle=True, random_state=cfg.seed),
-        scoring="accuracy",
-        n_jobs=1,
-    )
     with warnings.catch_warnings(), threadpool_limits(1, user_api="blas"):
         warnings.simplefilter("ignore", ConvergenceWarning)
-        search.fit(xtr, ytr)
-        acc = float((search.predict(xte) == yte).mean())
-    return acc, float(search.best_params_["C"])
+        c, _ = choose_c(name, xtr, ytr, cfg)
+        model = CLASSIFIERS[name](c, cfg).fit(xtr, ytr)
+        acc = float((model.predict(xte) == yte).mean())
+    return acc, c
 
 
 def probe_layer(
