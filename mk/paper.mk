@@ -38,5 +38,5 @@ paper: setup ## every configuration of Tables 2, 4, 5, 6 (cached), then the tabl
 demo: setup ## the pipeline on generated data with a small net: data, run folders, table.md and curves.png in demo/
 	$(PAPER_PY) demo --out $(or $(DEMO_OUT),demo)
 
-table: setup ## the paper's tables beside ours (FORMAT=md|csv)
-	$(PAPER_PY) table --runs $(RUNS) --format $(or $(FORMAT),md)
+table: setup ## the paper's tables beside ours (FORMAT=md|csv, TABLES=2,3,4,5,6)
+	$(PAPER_PY) table --runs $(RUNS) --format $(or $(FORMAT),md) $(if $(TABLES),--tables $(TABLES))

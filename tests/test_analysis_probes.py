@@ -230,3 +230,50 @@ def test_net_forward_takes_any_batch_and_the_fc8_alias(tmp_path):
     assert out["conv1"].min() == 0.0  # post-ReLU
     one = forward(x[1:2])
     np.testing.assert_allclose(out["fc8"][1:2], one["fc8"], rtol=1e-5, atol=1e-6)
+
+
+def test_a_layer_constant_on_the_training_fold_answers_the_majority_class():
+    """A dead ReLU layer (all zeros) cannot be fitted: it scores as the training fold's majority class."""
+    ytr, yte = np.array([1, 1, 1, 0, 0]), np.array([1, 0, 0, 0])
+    for width in (3, 50):  # primal and dual forms
+        out = probes.probe_layer(
+            "dead", 1, np.zeros((5, width), np.float32), ytr, np.ones((4, width)), yte, probes.ProbeConfig()
+        )
+        assert [(r.classifier, r.form, r.accuracy) for r in out] == [
+            ("svm", "constant", 0.25),
+            ("softmax", "constant", 0.25),
+        ]
+        assert all(np.isnan(r.c) for r in out)
+    table = probes.Table3(out)
+    assert table.to_json()[0]["c"] is None
+
+
+def test_c_search_extends_past_a_grid_edge_that_is_strictly_best(monkeypatch):
+    """A stub classifier whose accuracy peaks at C = 1e-6: the search walks down from the grid's 1e-3 a decade
+    at a time, stops one decade past the peak, and picks the peak; the grid alone would have said 1e-3."""
+    from sklearn.base import BaseEstimator, ClassifierMixin
+
+    class Peaked(ClassifierMixin, BaseEstimator):
+        def __init__(self, C=1.0):
+            self.C = C
+
+        def fit(self, x, y):
+            self.classes_ = np.array([0, 1])
+            return self
+
+        def predict(self, x):  # column 0 is the label, column 1 a uniform draw: right with probability q(C)
+            q = 1.0 / (1.0 + (np.log10(self.C) + 6.0) ** 2 / 10.0)
+            return np.where(x[:, 1] < q, x[:, 0], 1 - x[:, 0]).astype(int)
+
+    monkeypatch.setitem(probes.CLASSIFIERS, "peaked", lambda c, cfg: Peaked(C=c))
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 3000)
+    x = np.stack([y, rng.uniform(size=3000)], axis=1)
+    c, scores = probes.choose_c("peaked", x, y, probes.ProbeConfig())
+    assert c == pytest.approx(1e-6)
+    assert sorted(scores) == pytest.approx([1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0])
+    c, scores = probes.choose_c("peaked", x, y, probes.ProbeConfig(extend=0))
+    assert c == pytest.approx(1e-3) and len(scores) == 5
+    # an edge that only ties with its neighbour is not extended
+    assert probes._edges_to_extend({1e-3: 0.7, 1e-2: 0.7, 1e-1: 0.6}) == []
+    assert probes._edges_to_extend({1e-3: 0.6, 1e-2: 0.7, 1e-1: 0.8}) == [pytest.approx(1.0)]

@@ -325,6 +325,17 @@ CASES: dict[str, tuple[str, tuple[str, ...]]] = {
         "layers --run {good_w} --model {net} --splits {splits} --mean a,b,c",
         ("a,b,c", "numbers"),
     ),
+    "layers-no-net": ("layers --splits {splits} --mean 1,2,3", ("--run", "--init")),
+    "layers-unknown-init": (
+        "layers --init no_such_model --splits {splits}",
+        ("no_such_model", "unknown model"),
+    ),
+    "layers-unknown-arch": (
+        "layers --run {good_w} --model {net} --splits {splits} --mean 1,2,3 --arch vgg16",
+        ("vgg16", "architecture"),
+    ),
+    "maps-no-weights": ("maps {images}/img0.jpg --out {out}", ("--weights", "--run")),
+    "maps-run-not-a-fold": ("maps --run {out} --test-images 2 --out {out}", ("deploy.prototxt", "snapshot")),
     "distill-missing-posts": (
         "distill label {out}/posts.jsonl --out {out}/labels",
         ("posts.jsonl", "not found"),

@@ -85,7 +85,7 @@ class FeatureCache:
     shapes: dict[str, tuple[int, ...]]
 
     def __getitem__(self, layer: str) -> np.ndarray:
-        return np.load(self.folder / f"{layer}.npy", mmap_mode="r")
+        return np.load(self.folder / npy_name(layer), mmap_mode="r")
 
 
 class NpyRowWriter:
@@ -116,6 +116,13 @@ class NpyRowWriter:
             raise DataError(f"{self.path}: {self.rows} rows written, {self.n} expected")
 
 
+def npy_name(layer: str) -> str:
+    """The cache file of a blob: its name %-quoted, so that SqueezeNet's ``fire2/concat`` stays one file."""
+    from urllib.parse import quote
+
+    return f"{quote(layer, safe='')}.npy"
+
+
 def _meta_path(folder: Path) -> Path:
     return folder / "features.json"
 
@@ -129,7 +136,7 @@ def load_cache(folder: str | Path, layers: Sequence[str], n: int) -> FeatureCach
         return None
     if meta.get("n") != n or not set(layers) <= set(meta.get("layers", [])):
         return None
-    if not all((folder / f"{layer}.npy").is_file() for layer in layers):
+    if not all((folder / npy_name(layer)).is_file() for layer in layers):
         return None
     shapes = {k: tuple(v) for k, v in meta["shapes"].items()}
     return FeatureCache(folder, list(layers), shapes)
@@ -154,7 +161,7 @@ def extract(
     folder.mkdir(parents=True, exist_ok=True)
     writers: dict[str, NpyRowWriter] = {}
     shapes: dict[str, tuple[int, ...]] = {}
-    tmp = {layer: folder / f".{layer}.npy.tmp" for layer in layers}
+    tmp = {layer: folder / f".{npy_name(layer)}.tmp" for layer in layers}
     try:
         with tqdm(total=len(images), desc=f"features {folder.name}", unit="img", disable=not progress) as bar:
             for start in range(0, len(images), batch):
@@ -172,7 +179,7 @@ def extract(
                 bar.update(len(paths))
         for layer in layers:
             writers.pop(layer).close()
-            tmp[layer].replace(folder / f"{layer}.npy")
+            tmp[layer].replace(folder / npy_name(layer))
     except BaseException:
         for w in writers.values():
             w.file.close()
@@ -240,3 +247,23 @@ def net_input_size(model: str | Path) -> int:
         if layer.type == "Input":
             return int(layer.input_param.shape[0].dim[-1])
     raise DataError(f"{model}: no Input layer or input_dim")
+
+
+def transform_mean(train_val: str | Path) -> str | None:
+    """The mean the TEST-phase data layer of a train_val prototxt subtracts, as a ``--mean`` spec.
+
+    'B,G,R' for ``mean_value`` (SqueezeNet, open_nsfw), the ``mean_file`` path for a mean image; None when the
+    net subtracts nothing or has no data layer. The probes then see what the fine-tuned net saw at test time.
+    """
+    from pixsent.analysis.surgery import deploy_layers, read_net
+
+    for layer in deploy_layers(read_net(train_val)):
+        if not layer.HasField("transform_param"):
+            continue
+        t = layer.transform_param
+        if len(t.mean_value):
+            values = list(t.mean_value) * (3 if len(t.mean_value) == 1 else 1)
+            return ",".join(f"{v:g}" for v in values)
+        if t.mean_file:
+            return t.mean_file
+    return None

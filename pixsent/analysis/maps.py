@@ -7,6 +7,12 @@ BGR, x255, minus the per-channel mean. A 451x451 input gives an 8x8 map for Caff
 the map to the image with nearest neighbour, puts P(positive)*255 in green and P(negative)*255 in red (blue 0)
 and blends it 50/50 with the image. The global prediction of an image is the mean of its map's P(positive)
 over all locations (positive when > 0.5): the fully convolutional net alone, no second forward pass.
+
+A net that is fully convolutional already (SqueezeNet fine-tuned: conv_final_twitter -> ReLU -> global
+average pool_final) is mapped at its own input size by default (227: the scale it was trained at), from
+the score blob before the global pooling: softmax over the two channels at each location, the cells that
+see only the classifier's zero padding left out (surgery.ScoreMap.border). Its global prediction is the
+net's own: softmax of the globally pooled scores, i.e. exactly its ``prob`` output for that input.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ POSITIVE, NEGATIVE = 1, 0
 class MapConfig:
     """The map net's input size, the BGR per-channel mean and the class indices of the two sentiments."""
 
-    size: int = 451
+    size: int | None = 451  # None: 451 for nets with fc layers (the paper's), the net's own for a score map
     mean: np.ndarray | None = None  # (3,) BGR; the ILSVRC mean's channel means when None
     positive: int = POSITIVE
     negative: int = NEGATIVE
@@ -70,32 +76,51 @@ def _with_input(net: caffe_pb2.NetParameter, size: int) -> caffe_pb2.NetParamete
     return net
 
 
+def _input_size(net: caffe_pb2.NetParameter) -> int | None:
+    """The spatial size of a deploy net's Input (None when it has none)."""
+    for layer in surg.deploy_layers(net):
+        if layer.type == "Input" and len(layer.input_param.shape):
+            return int(layer.input_param.shape[0].dim[-1])
+    return None
+
+
 @dataclass
 class MapNet:
-    """A fully convolutional net ready to map images: its prototxt, caffemodel and the opened net."""
+    """A fully convolutional net ready to map images: its prototxt, caffemodel and the opened net.
+
+    ``head`` is set for a net that was fully convolutional already (its score map before global pooling).
+    """
 
     prototxt: Path
     caffemodel: Path
     net: object
     cfg: MapConfig
+    head: surg.ScoreMap | None = None
 
     @classmethod
     def open(cls, weights: str | Path, model: str | Path | None, cfg: MapConfig) -> MapNet:
-        """Open a fully convolutional caffemodel, or do the surgery on the fly for a model with fc layers."""
+        """Open a fully convolutional caffemodel, cut a convolutional classifier's net before its global
+        pooling, or do the surgery on the fly for a model with fc layers."""
         import pixsent.caffe as caffe
 
         work = Path(cfg.work_dir) if cfg.work_dir else Path(tempfile.mkdtemp(prefix="pixsent-maps-"))
         stored = read_caffemodel(weights)
         net = read_net(model) if model else net_from_caffemodel(stored)
-        net = _with_input(net, cfg.size)
+        net = _with_input(net, cfg.size or 451)
         stem = Path(weights).stem
-        if surg.is_fully_convolutional(net):
-            full = surg.fully_convolutional(net, size=cfg.size)  # only resizes the input
-            proto = work / f"{stem}_{cfg.size}.prototxt"
+        head = surg.score_map(net)
+        if head is not None:
+            size = cfg.size or _input_size(net)
+            proto = work / f"{stem}_scoremap_{size}.prototxt"
+            write_prototxt(surg.score_map_net(net, head, size=size), proto)
+            caffemodel = Path(weights)
+        elif surg.is_fully_convolutional(net):
+            full = surg.fully_convolutional(net, size=cfg.size or 451)  # only resizes the input
+            proto = work / f"{stem}_{cfg.size or 451}.prototxt"
             write_prototxt(full.net, proto)
             caffemodel = Path(weights)
         else:
-            full = surg.fully_convolutional(net, size=cfg.size)
+            full = surg.fully_convolutional(net, size=cfg.size or 451)
             proto = work / f"{stem}_fullconv.prototxt"
             caffemodel = work / f"{stem}_conv.caffemodel"
             write_prototxt(full.net, proto)
@@ -105,7 +130,7 @@ class MapNet:
         else:
             caffe.set_mode_cpu()
         opened = caffe.Net(str(proto), caffe.TEST, weights=str(caffemodel))
-        return cls(proto, caffemodel, opened, cfg)
+        return cls(proto, caffemodel, opened, cfg, head)
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
         """(3, size, size) net input of an RGB [0, 1] image, made as pycaffe's Transformer does."""
@@ -119,23 +144,46 @@ class MapNet:
         t.set_mean(name, np.asarray(self.cfg.mean if self.cfg.mean is not None else default_mean()))
         return t.preprocess(name, image)
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """(classes, h, w) softmax map of one prepared (3, size, size) input."""
+    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """((classes, h, w) softmax map, (classes,) image-level probabilities) of one prepared input.
+
+        The image-level answer is the net's own for a score-map net (softmax of the pooled scores), and the
+        mean of the map over its locations for a net made fully convolutional by surgery.
+        """
         name = self.net.inputs[0]
-        out = self.net.forward_all(**{name: x[None]})
+        extra = [self.head.blob] if self.head else []
+        out = self.net.forward_all(blobs=extra, **{name: x[None]})
         prob = np.asarray(out[self.net.outputs[0]])[0]
         if prob.ndim != 3:
             raise NetError(f"{self.prototxt}: output has shape {prob.shape}, a (classes, h, w) map expected")
-        return prob
+        if self.head is None:
+            return prob, prob.reshape(prob.shape[0], -1).mean(1)
+        scores = np.asarray(out[self.head.blob], dtype=np.float64)[0]
+        flat = scores.reshape(scores.shape[0], -1)
+        pooled = flat.max(1) if self.head.pool_method == caffe_pb2.PoolingParameter.MAX else flat.mean(1)
+        e = np.exp(pooled - pooled.max())
+        b = self.head.border
+        if b and min(prob.shape[1:]) > 2 * b:
+            prob = prob[:, b:-b, b:-b]
+        return prob, e / e.sum()
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """(classes, h, w) softmax map of one prepared (3, size, size) input."""
+        return self.predict(x)[0]
 
     def map_image(self, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         """(RGB image in [0, 1], probability map) of one image file."""
+        image, prob, _ = self.map_image_global(path)
+        return image, prob
+
+    def map_image_global(self, path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(RGB image in [0, 1], probability map, image-level class probabilities) of one image file."""
         from pixsent.caffe import io as caffe_io
 
         if not Path(path).is_file():
             raise DataError(f"{path}: image not found")
         image = caffe_io.load_image(str(path))
-        return image, self.forward(self.prepare(image))
+        return (image, *self.predict(self.prepare(image)))
 
 
 def overlay(
@@ -193,10 +241,42 @@ class MapItem:
     image: np.ndarray
     overlay: np.ndarray
     p_positive: float
+    truth: int | None = None  # the image's label where known (1 positive, 0 negative)
 
 
-def grid_figure(items: Sequence[MapItem], path: str | Path, columns: int = 2) -> None:
-    """A PNG with, per image, the image and its overlay; the overlay framed green (positive) or red."""
+def verdict(p_positive: float, tie: float = 5e-4) -> str:
+    """'positive' above 0.5, 'negative' below, 'tie' within ``tie`` of it (a net whose scores are all equal,
+    e.g. a ReLU'd classifier dead on the image, answers exactly 0.5)."""
+    if abs(p_positive - 0.5) < tie:
+        return "tie"
+    return "positive" if p_positive > 0.5 else "negative"
+
+
+def _short(name: str, width: int = 16) -> str:
+    """A file stem short enough for a subplot title (its end, where Twitter names keep the media key)."""
+    return name if len(name) <= width else "…" + name[-(width - 1) :]
+
+
+def pick_test_images(
+    test_list: str | Path, images: str | Path, count: int, exclude: Sequence[str] = ()
+) -> list[Path]:
+    """``count`` images of an ``image label`` list in list order, half of each sentiment (label 1 positive)
+    where the list has enough, so a figure shows both kinds; names in ``exclude`` are passed over."""
+    from pixsent.analysis.probes import read_split_list
+
+    items = [(name, label) for name, label in read_split_list(Path(test_list)) if name not in set(exclude)]
+    positive = [name for name, label in items if label == POSITIVE]
+    negative = [name for name, label in items if label != POSITIVE]
+    n_pos = min(len(positive), max(count - len(negative), (count + 1) // 2))
+    chosen = set(positive[:n_pos] + negative[: count - n_pos])
+    return [Path(images) / name for name, _ in items if name in chosen]
+
+
+def grid_figure(
+    items: Sequence[MapItem], path: str | Path, columns: int = 2, title: str | None = None
+) -> None:
+    """A PNG with, per image, the image (and its label) and its overlay framed by the net's answer: green
+    positive, red negative, grey a tie."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -215,20 +295,19 @@ def grid_figure(items: Sequence[MapItem], path: str | Path, columns: int = 2) ->
         r, c = divmod(k, per_row)
         a_img, a_map = axes[r][2 * c], axes[r][2 * c + 1]
         a_img.imshow(item.image)
-        a_img.set_title(item.name, fontsize=8)
+        truth = "" if item.truth is None else f" (label {'positive' if item.truth else 'negative'})"
+        a_img.set_title(_short(item.name) + truth, fontsize=8)
         a_map.imshow(item.overlay)
-        positive = item.p_positive > 0.5
-        colour = "#00b000" if positive else "#d00000"
-        a_map.set_title(
-            f"{'positive' if positive else 'negative'} P+={item.p_positive:.2f}", fontsize=8, color=colour
-        )
+        answer = verdict(item.p_positive)
+        colour = {"positive": "#00b000", "negative": "#d00000"}.get(answer, "#808080")
+        a_map.set_title(f"{answer} P+={item.p_positive:.2f}", fontsize=8, color=colour)
         a_map.axis("on")
         a_map.set_xticks([])
         a_map.set_yticks([])
         for spine in a_map.spines.values():
             spine.set_edgecolor(colour)
             spine.set_linewidth(4)
-    fig.suptitle("Sentiment maps: green = P(positive), red = P(negative)", fontsize=10)
+    fig.suptitle(title or "Sentiment maps: green = P(positive), red = P(negative)", fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
@@ -243,6 +322,8 @@ def run_maps(
     cfg: MapConfig,
     grid: str | Path | None = None,
     progress: bool = True,
+    title: str | None = None,
+    labels: dict[str, int] | None = None,
 ) -> list[MapItem]:
     """Map every image: ``<stem>_map.npy`` and ``<stem>_overlay.png`` in out_dir, and the grid figure.
 
@@ -263,7 +344,7 @@ def run_maps(
     unreadable = []
     for path in tqdm(images, desc="maps", unit="img", disable=not progress):
         try:
-            image, prob = net.map_image(path)
+            image, prob, overall = net.map_image_global(path)
         except DataError as exc:
             unreadable.append(str(exc))
             continue
@@ -271,9 +352,10 @@ def run_maps(
         save_npy(out_dir / f"{stem}_map.npy", prob.astype(np.float32))
         over = overlay(image, prob, cfg.positive, cfg.negative)
         save_png(out_dir / f"{stem}_overlay.png", over)
-        items.append(MapItem(stem, (image * 255).astype(np.uint8), over, global_positive(prob, cfg.positive)))
+        truth = (labels or {}).get(Path(path).name)
+        items.append(MapItem(stem, (image * 255).astype(np.uint8), over, float(overall[cfg.positive]), truth))
     if grid and (items or not unreadable):
-        grid_figure(items, grid)
+        grid_figure(items, grid, title=title)
     if unreadable:
         raise DataError(f"{len(unreadable)} image(s) unreadable: " + "; ".join(unreadable))
     return items

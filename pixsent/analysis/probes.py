@@ -20,28 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pixsent.analysis.layersets import TABLE3_LAYERS
 from pixsent.analysis.phases import PhaseLog
-
-#: The layers the paper probes, in network order (post-activation blobs of CaffeNet's deploy net).
-TABLE3_LAYERS = (
-    "conv1",
-    "pool1",
-    "norm1",
-    "conv2",
-    "pool2",
-    "norm2",
-    "conv3",
-    "conv4",
-    "conv5",
-    "pool5",
-    "fc6",
-    "fc7",
-    "fc8",
-)
-
-#: The paper's Table 3 (five-agree, mean accuracy): not found in the sources this project could consult,
-#: so it is empty and the table prints ours only (fill in (svm, softmax) per layer to print them beside).
-PAPER_TABLE3: dict[str, tuple[float, float]] = {}
 
 
 @dataclass(frozen=True)
@@ -49,6 +29,9 @@ class ProbeConfig:
     """How the probes are trained: the C grid, the inner cross-validation and the chunking of wide layers."""
 
     c_grid: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+    # decades the search may add beyond an edge of c_grid while the edge value is strictly the best: wide
+    # standardised layers (10^5 features and more) want C far below 1e-3, which a fixed grid would clip
+    extend: int = 4
     inner_folds: int = 3
     seed: int = 0
     chunk: int = 16384
@@ -179,36 +162,69 @@ class ProbeResult:
     fold: int
     classifier: str
     accuracy: float
-    c: float
-    form: str
+    c: float  # nan where nothing was fitted (form "constant")
+    form: str  # "primal", "dual" (projected on the training rows' span) or "constant" (no feature varies)
+
+
+def _edges_to_extend(scores: dict[float, float]) -> list[float]:
+    """One more decade beyond each edge of the searched Cs whose score is the best and strictly above its
+    neighbour's (the optimum may lie further out); nothing when the best is inside or the edge only ties."""
+    cs = sorted(scores)
+    best = max(scores.values())
+    if len(cs) < 2:
+        return []
+    new = []
+    if scores[cs[0]] == best and scores[cs[0]] > scores[cs[1]]:
+        new.append(cs[0] / 10)
+    if scores[cs[-1]] == best and scores[cs[-1]] > scores[cs[-2]]:
+        new.append(cs[-1] * 10)
+    return new
+
+
+def choose_c(
+    name: str, xtr: np.ndarray, ytr: np.ndarray, cfg: ProbeConfig
+) -> tuple[float, dict[float, float]]:
+    """(C, mean inner-CV accuracy per C tried): the grid, extended a decade at a time (up to ``cfg.extend``)
+    beyond an edge that is strictly the best; ties go to the smallest C, as scikit-learn's GridSearchCV does
+    on an ascending grid. Training rows only: the test fold is never seen."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    factory = CLASSIFIERS[name]
+    folds = max(2, min(cfg.inner_folds, int(np.bincount(ytr).min())))
+    cv = StratifiedKFold(folds, shuffle=True, random_state=cfg.seed)
+
+    def score(cs: Iterable[float]) -> dict[float, float]:
+        return {
+            c: float(cross_val_score(factory(c, cfg), xtr, ytr, cv=cv, scoring="accuracy").mean()) for c in cs
+        }
+
+    scores = score(cfg.c_grid)
+    for _ in range(cfg.extend):
+        new = _edges_to_extend(scores)
+        if not new:
+            break
+        scores.update(score(new))
+    best = max(scores.values())
+    return min(c for c, s in scores.items() if s == best), scores
 
 
 def fit_probe(
     name: str, xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray, cfg: ProbeConfig
 ) -> tuple[float, float]:
-    """Grid-search C on the training data only, refit on all of it, return (test accuracy, chosen C).
+    """Choose C on the training data only (choose_c), refit on all of it, return (test accuracy, chosen C).
 
     BLAS runs single-threaded here: the problems are at most n_train wide, so threads only add overhead,
     and OpenBLAS threads that spin for a busy CPU made the fits up to 5x slower on a shared machine.
     """
     from sklearn.exceptions import ConvergenceWarning
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold
     from threadpoolctl import threadpool_limits
 
-    factory = CLASSIFIERS[name]
-    folds = max(2, min(cfg.inner_folds, int(np.bincount(ytr).min())))
-    search = GridSearchCV(
-        factory(1.0, cfg),
-        {"C": list(cfg.c_grid)},
-        cv=StratifiedKFold(folds, shuffle=True, random_state=cfg.seed),
-        scoring="accuracy",
-        n_jobs=1,
-    )
     with warnings.catch_warnings(), threadpool_limits(1, user_api="blas"):
         warnings.simplefilter("ignore", ConvergenceWarning)
-        search.fit(xtr, ytr)
-        acc = float((search.predict(xte) == yte).mean())
-    return acc, float(search.best_params_["C"])
+        c, _ = choose_c(name, xtr, ytr, cfg)
+        model = CLASSIFIERS[name](c, cfg).fit(xtr, ytr)
+        acc = float((model.predict(xte) == yte).mean())
+    return acc, c
 
 
 def probe_layer(
@@ -232,10 +248,17 @@ def probe_layer(
         test = test.reshape(test.shape[0], -1)
     with phase("standardise", features=int(train.shape[1])):
         xtr, xte, form = standardised_views(train, test, cfg.chunk)
+    ytr, yte = np.asarray(ytr), np.asarray(yte)
+    if xtr.shape[1] == 0 or not np.any(xtr):
+        # every feature constant on the training fold (e.g. a ReLU that is dead on every image): a linear
+        # model can only answer the training fold's majority class, which is what it is scored with
+        majority = np.bincount(ytr).argmax()
+        acc = float((yte == majority).mean())
+        return [ProbeResult(layer, fold, name, acc, math.nan, "constant") for name in classifiers]
     out = []
     for name in classifiers:
         with phase("fit", classifier=name):
-            acc, c = fit_probe(name, xtr, np.asarray(ytr), xte, np.asarray(yte), cfg)
+            acc, c = fit_probe(name, xtr, ytr, xte, yte, cfg)
         out.append(ProbeResult(layer, fold, name, acc, c, form))
     return out
 
@@ -259,11 +282,14 @@ class Table3:
                 seen.append(r.layer)
         return seen
 
-    def to_markdown(self) -> str:
-        paper = bool(PAPER_TABLE3)
+    def to_markdown(self, paper: dict[str, tuple[tuple[float, float], ...]] | None = None) -> str:
+        """Markdown rows per layer; ``paper`` ({layer: ((svm mean, std), (softmax mean, std))}) adds the
+        published columns where a layer has the same name (the paper's Table 3 is CaffeNet's)."""
+        paper = paper or {}
+        shown = any(layer in paper for layer in self.layers())
         head = "| layer | SVM (ours) | Softmax (ours) | folds |"
         rule = "| --- | --- | --- | --- |"
-        if paper:
+        if shown:
             head += " SVM (paper) | Softmax (paper) |"
             rule += " --- | --- |"
         lines = [head, rule]
@@ -272,17 +298,25 @@ class Table3:
             soft = self.summary(layer, "softmax")
             n = max(svm[2], soft[2])
             row = f"| {layer} | {svm[0]:.3f} ± {svm[1]:.3f} | {soft[0]:.3f} ± {soft[1]:.3f} | {n} |"
-            if paper:
-                ps = PAPER_TABLE3.get(layer)
-                row += f" {ps[0]:.3f} | {ps[1]:.3f} |" if ps else " – | – |"
+            if shown:
+                ps = paper.get(layer)
+                cells = [f"{m:.3f} ± {s:.3f}" for m, s in ps] if ps else ["–", "–"]
+                row += f" {cells[0]} | {cells[1]} |"
             lines.append(row)
-        if not paper:
-            lines.append("")
-            lines.append("(The paper's Table 3 values were not available to pixsent; ours only.)")
         return "\n".join(lines)
 
+    def summaries(self) -> list[dict]:
+        """Per layer and classifier: mean, population std and number of folds (what the tables print)."""
+        out = []
+        for layer in self.layers():
+            for name in sorted({r.classifier for r in self.results if r.layer == layer}):
+                mean, std, n = self.summary(layer, name)
+                out.append({"layer": layer, "classifier": name, "mean": mean, "std": std, "folds": n})
+        return out
+
     def to_json(self) -> list[dict]:
-        return [r.__dict__ for r in self.results]
+        """Every per-fold result; C is null where no classifier was fitted (a constant layer)."""
+        return [{**r.__dict__, "c": None if math.isnan(r.c) else r.c} for r in self.results]
 
 
 @dataclass(frozen=True)
@@ -304,8 +338,10 @@ def probe_folds(
     classifiers: Iterable[str] = ("svm", "softmax"),
     progress: bool = True,
     log: PhaseLog | None = None,
+    release: Callable[[int], None] | None = None,
 ) -> Table3:
-    """Every layer of every fold: ``caches(fold)`` gives that fold's FeatureCache (shared or per fold)."""
+    """Every layer of every fold: ``caches(fold)`` gives that fold's FeatureCache (shared or per fold);
+    ``release(fold)``, when given, runs once a fold is probed (to drop a cache no later fold reads)."""
     from tqdm import tqdm
 
     table = Table3()
@@ -327,6 +363,8 @@ def probe_folds(
                 )
                 del feats
                 bar.update(1)
+            if release is not None:
+                release(split.fold)
     return table
 
 
@@ -346,6 +384,9 @@ class LayerAnalysis:
     classifiers: Sequence[str] = ("svm", "softmax")
     progress: bool = True
     log: PhaseLog | None = None  # phase timings (extract, standardise, fit) when given
+    # False: delete a model's feature cache once the last fold reading it is probed (a fine-tuned model per
+    # fold makes one cache per fold: ~16 GB each for SqueezeNet's 15 layers over 880 images)
+    keep_cache: bool = True
 
 
 def read_split_list(path: Path) -> list[tuple[str, int]]:
@@ -419,4 +460,15 @@ def layer_analysis(spec: LayerAnalysis, forward_factory: Callable | None = None)
                 np.array([lab for _, lab in te]),
             )
         )
-    return probe_folds(cache_for, splits, spec.layers, spec.probe, spec.classifiers, spec.progress, spec.log)
+
+    def release(k: int) -> None:
+        model = spec.models[k]
+        later = [f.k for f in folds if f.k > k and spec.models[f.k] == model]
+        if not spec.keep_cache and not later and model in caches:
+            import shutil
+
+            shutil.rmtree(caches.pop(model).folder, ignore_errors=True)
+
+    return probe_folds(
+        cache_for, splits, spec.layers, spec.probe, spec.classifiers, spec.progress, spec.log, release
+    )

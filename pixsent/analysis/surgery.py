@@ -1,10 +1,16 @@
-"""Net surgery: every InnerProduct layer of a deploy net becomes a Convolution (the paper's Figure 7).
+"""Net surgery for sentiment maps (the paper's Figure 7): fully connected layers into convolutions, or, for a
+net that is fully convolutional already, its class-score map before the global pooling.
 
 An InnerProduct layer flattens its C x H x W input in C-order and multiplies by a (out, C*H*W) matrix, so the
 same numbers reshaped to (out, C, H, W) form a convolution with an H x W kernel that gives the identical
 result at the original input size and slides over a larger input (Caffe's net_surgery example does the
 same with `.flat` copies). The new layers and their top blobs are named ``<name>-conv``, as in the released
 ``sentiment_fully_conv_deploy.prototxt`` (fc6-conv, fc7-conv, fc8_twitter-conv).
+
+A net without InnerProduct whose classifier is a convolution followed by global pooling (SqueezeNet:
+conv_final_twitter -> ReLU -> global AVE pool_final) needs no new weights: its map is the classifier's
+score blob (after its in-place ReLU, as the net computes it) with a softmax over the channels at each
+location; the map net is the deploy net cut after that blob (see :func:`score_map_net`).
 """
 
 from __future__ import annotations
@@ -333,13 +339,28 @@ class SurgeryResult:
     prototxt: Path
     caffemodel: Path
     conversions: dict[str, Conversion]
+    score_map: ScoreMap | None = None  # set when the net was fully convolutional already
 
 
 def surgery(
     model: str | Path, weights: str | Path, out_dir: str | Path, size: int = 451, stem: str | None = None
 ) -> SurgeryResult:
-    """Write ``<stem>_fullconv.prototxt`` and ``<stem>_conv.caffemodel`` for a deploy net and its weights."""
+    """Write ``<stem>_fullconv.prototxt`` and ``<stem>_conv.caffemodel`` for a deploy net and its weights.
+
+    A net that is fully convolutional already (a convolution before global pooling) gets its score-map net
+    ``<stem>_scoremap.prototxt`` instead, and keeps its caffemodel (returned as is: nothing to convert).
+    """
     net = read_net(model)
+    head = score_map(net)
+    if head is not None:
+        out_dir = Path(out_dir)
+        proto_path = out_dir / f"{stem or Path(weights).stem}_scoremap.prototxt"
+        header = (
+            f"Score map of {Path(model).name} at {size}x{size} (pixsent surgery): {head.blob} before "
+            f"{head.pool}, softmax over channels at each location"
+        )
+        atomic_write_text(proto_path, f"# {header}\n" + to_text(score_map_net(net, head, size)))
+        return SurgeryResult(proto_path, Path(weights), {}, head)
     with naming(str(model)):  # layer errors ("layer 'x': ...") also name the prototxt
         full = fully_convolutional(net, size=size)
     converted = convert_weights(full, read_caffemodel(weights), str(weights))
@@ -359,3 +380,79 @@ def surgery(
 def is_fully_convolutional(net: caffe_pb2.NetParameter) -> bool:
     """True when a net has no InnerProduct layer (it can run on any input size)."""
     return not any(layer.type == "InnerProduct" for layer in net.layer)
+
+
+# ------------------------------------------------------------------------ fully convolutional classifiers
+
+
+@dataclass(frozen=True)
+class ScoreMap:
+    """Where a fully convolutional classifier's class scores lie before its global pooling averages them.
+
+    ``border``: map cells on each side whose receptive field lies wholly in the classifier convolution's
+    zero padding (SqueezeNet v1.0's 1x1 ``conv_final`` has pad 1: the ring of its 15 x 15 map at 227 x 227
+    holds the bias alone, whatever the image), so they are left out of the map drawn over the image.
+    """
+
+    blob: str
+    layer: str
+    pool: str
+    pool_method: int
+    border: int
+
+
+def _is_global_pool(layer: caffe_pb2.LayerParameter, shapes: dict[str, Shape]) -> bool:
+    """Global pooling: ``global_pooling``, or a window covering the whole bottom (a 1 x 1 output)."""
+    if layer.type != "Pooling":
+        return False
+    if layer.pooling_param.global_pooling:
+        return True
+    bottom, top = shapes[layer.bottom[0]], shapes[layer.top[0]]
+    return len(top) == 4 and top[2:] == (1, 1) and bottom[2:] != (1, 1)
+
+
+def _padding_border(layer: caffe_pb2.LayerParameter) -> int:
+    """Output cells per side whose window [i*s - p, i*s - p + k - 1] lies wholly in the padding."""
+    (k, _), (stride, _), (pad, _) = (
+        _pair(layer.convolution_param, name, d) for name, d in (("kernel_size", 0), ("stride", 1), ("pad", 0))
+    )
+    return max(0, -(-(pad - k + 1) // stride))
+
+
+def score_map(net: caffe_pb2.NetParameter) -> ScoreMap | None:
+    """The score map of a net without InnerProduct that ends in Convolution -> (in-place layers) -> global
+    pooling (-> Softmax); None for any other net (CaffeNet's fc layers need :func:`fully_convolutional`)."""
+    layers = deploy_layers(net)
+    if any(layer.type == "InnerProduct" for layer in layers):
+        return None
+    shapes = blob_shapes(layers)
+    pools = [i for i, layer in enumerate(layers) if _is_global_pool(layer, shapes)]
+    if not pools:
+        return None
+    pool = layers[pools[-1]]
+    if any(layer.type not in ("Softmax", "Pooling") for layer in layers[pools[-1] + 1 :]):
+        return None
+    blob = pool.bottom[0]
+    writers = [layer for layer in layers[: pools[-1]] if blob in layer.top and blob not in layer.bottom]
+    if not writers or writers[-1].type != "Convolution":
+        return None
+    conv = writers[-1]
+    return ScoreMap(blob, conv.name, pool.name, pool.pooling_param.pool, _padding_border(conv))
+
+
+MAP_TOP = "prob_map"
+
+
+def score_map_net(
+    net: caffe_pb2.NetParameter, head: ScoreMap, size: int | None = None, batch: int = 1
+) -> caffe_pb2.NetParameter:
+    """The deploy net cut after the score blob (and its in-place layers), with Softmax ``prob_map`` over the
+    channels at each location; the Input becomes batch x C x size x size. The weights are the net's own."""
+    out = fully_convolutional(net, size=size, batch=batch).net  # no InnerProduct: only the Input changes
+    layers = list(out.layer)
+    cut = max(i for i, layer in enumerate(layers) if head.blob in layer.top)
+    out.ClearField("layer")
+    out.layer.extend(layers[: cut + 1])
+    out.layer.add(name=MAP_TOP, type="Softmax", bottom=[head.blob], top=[MAP_TOP])
+    out.name = f"{net.name}ScoreMap" if net.name else "ScoreMap"
+    return out

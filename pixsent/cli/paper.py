@@ -154,8 +154,8 @@ def _cmd_paper(args: argparse.Namespace) -> int:
 def _cmd_table(args: argparse.Namespace) -> int:
     from pixsent.recipes.paper import tables
 
-    chosen = args.tables.split(",") if args.tables else ["2", "4", "5", "6"]
-    text = tables.render(chosen, args.runs, args.format)
+    chosen = args.tables.split(",") if args.tables else ["2", "3", "4", "5", "6"]
+    text = tables.render(chosen, args.runs, args.format, args.probes)
     if args.out:
         args.out.write_text(text)
     print(text, end="")
@@ -242,7 +242,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("table", help="the paper's tables with our numbers from run folders")
     p.add_argument("--runs", type=Path, default=Path("runs"))
     p.add_argument("--format", choices=["md", "csv"], default="md")
-    p.add_argument("--tables", help="comma list of 2,4,5,6 (default all)")
+    p.add_argument("--tables", help="comma list of 2,3,4,5,6 (default all)")
+    p.add_argument(
+        "--probes",
+        type=Path,
+        nargs="+",
+        help="Table 3: `pixsent layers --json` files or folders of them (default results/table3, and "
+        "table3.json in run folders)",
+    )
     p.add_argument("--out", type=Path)
     p.set_defaults(func=_cmd_table)
 

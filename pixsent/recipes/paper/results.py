@@ -51,8 +51,27 @@ PUBLISHED: list[Published] = [
     Published("6", "fc9_twitter, MVSO-EN init", "five", "fc9_twitter", "mvso-en", None, None),
 ]
 
+# Table 3: linear probes on each layer of the fine-tuned CaffeNet (five-agree, 5-fold mean ± std), as
+# {layer: ((SVM mean, std), (softmax mean, std))}, in network order.
+TABLE3: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
+    "conv1": ((0.667, 0.049), (0.67, 0.032)),
+    "pool1": ((0.674, 0.045), (0.68, 0.035)),
+    "norm1": ((0.706, 0.032), (0.712, 0.031)),
+    "conv2": ((0.735, 0.019), (0.738, 0.030)),
+    "pool2": ((0.732, 0.019), (0.729, 0.022)),
+    "norm2": ((0.735, 0.025), (0.737, 0.021)),
+    "conv3": ((0.752, 0.033), (0.748, 0.029)),
+    "conv4": ((0.794, 0.026), (0.781, 0.020)),
+    "conv5": ((0.776, 0.025), (0.779, 0.034)),
+    "pool5": ((0.784, 0.020), (0.786, 0.022)),
+    "fc6": ((0.804, 0.031), (0.81, 0.038)),
+    "fc7": ((0.814, 0.040), (0.814, 0.044)),
+    "fc8": ((0.82, 0.055), (0.821, 0.046)),
+}
+
 TABLE_TITLES: dict[str, str] = {
     "2": "Table 2: fine-tuned CaffeNet on the Twitter dataset (5-fold accuracy)",
+    "3": "Table 3: layer-wise linear probes (SVM / softmax, five-agree, 5-fold mean ± std)",
     "4": "Table 4: removing fully connected layers (five-agree)",
     "5": "Table 5: initialisation from different pre-trained models (five-agree, fc8_twitter)",
     "6": "Table 6: adding a layer on top (fc9_twitter, five-agree)",

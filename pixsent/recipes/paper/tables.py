@@ -1,5 +1,5 @@
-"""The paper's Tables 2, 4, 5 and 6 from run folders, with the published numbers and the difference
-beside ours.
+"""The paper's Tables 2, 4, 5 and 6 from run folders, and Table 3 from probe JSON files (recipes/paper/
+table3.py), with the published numbers and the difference beside ours.
 
 Our cell is the mean ± population std over the folds that have a metrics.json; a configuration with fewer than
 5 evaluated folds is marked "(k/5 folds)", one with none "not run". Folds of capped smoke runs (--max-iter)
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pixsent.recipes.paper import results
+from pixsent.recipes.paper import results, table3
 from pixsent.workflow.runs import RunPaths
 
 N_FOLDS = 5
@@ -124,10 +124,14 @@ HEADERS = [
 ]
 
 
-def render_markdown(tables: list[str], runs: Path) -> str:
-    """Markdown text of the chosen tables."""
+def render_markdown(tables: list[str], runs: Path, probes: list[Path] | None = None) -> str:
+    """Markdown text of the chosen tables (Table 3 from the probe JSON files in ``probes``)."""
     parts = []
     for t in tables:
+        if t == "3":
+            reports = table3.find_reports(probes if probes is not None else table3.DEFAULT_SOURCES, runs)
+            parts.append(table3.render_markdown(reports))
+            continue
         parts.append(f"### {results.TABLE_TITLES[t]}\n")
         parts.append("| " + " | ".join(HEADERS) + " |")
         parts.append("|" + " --- |" * len(HEADERS))
@@ -138,12 +142,20 @@ def render_markdown(tables: list[str], runs: Path) -> str:
     return "\n".join(parts) + "\n"
 
 
-def render_csv(tables: list[str], runs: Path) -> str:
-    """CSV of the chosen tables, one row per paper row, with a `table` column."""
+def render_csv(tables: list[str], runs: Path, probes: list[Path] | None = None) -> str:
+    """CSV of the chosen tables, one row per paper row, with a `table` column. Table 3 rows put the net in
+    ``model``, the layer in ``run``, the SVM in the centre columns and the softmax in the 10-crop ones."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["table", *COLUMNS])
     for t in tables:
+        if t == "3":
+            reports = table3.find_reports(probes if probes is not None else table3.DEFAULT_SOURCES, runs)
+            for r in table3.rows(reports):
+                svm = [r["paper_svm"], r["ours_svm"], r["diff_svm"]]
+                softmax = [r["paper_softmax"], r["ours_softmax"], r["diff_softmax"]]
+                w.writerow(["3", r["section"], "five-agree", r["layer"], *svm, *softmax])
+            continue
         for row in table_rows(t, runs):
             w.writerow([t, *(row[c] for c in COLUMNS)])
     return buf.getvalue()
@@ -152,5 +164,5 @@ def render_csv(tables: list[str], runs: Path) -> str:
 RENDERERS = {"md": render_markdown, "csv": render_csv}
 
 
-def render(tables: list[str], runs: Path, fmt: str = "md") -> str:
-    return RENDERERS[fmt](tables, Path(runs))
+def render(tables: list[str], runs: Path, fmt: str = "md", probes: list[Path] | None = None) -> str:
+    return RENDERERS[fmt](tables, Path(runs), probes)
