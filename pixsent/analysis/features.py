@@ -247,23 +247,3 @@ def net_input_size(model: str | Path) -> int:
         if layer.type == "Input":
             return int(layer.input_param.shape[0].dim[-1])
     raise DataError(f"{model}: no Input layer or input_dim")
-
-
-def transform_mean(train_val: str | Path) -> str | None:
-    """The mean the TEST-phase data layer of a train_val prototxt subtracts, as a ``--mean`` spec.
-
-    'B,G,R' for ``mean_value`` (SqueezeNet, open_nsfw), the ``mean_file`` path for a mean image; None when the
-    net subtracts nothing or has no data layer. The probes then see what the fine-tuned net saw at test time.
-    """
-    from pixsent.analysis.surgery import deploy_layers, read_net
-
-    for layer in deploy_layers(read_net(train_val)):
-        if not layer.HasField("transform_param"):
-            continue
-        t = layer.transform_param
-        if len(t.mean_value):
-            values = list(t.mean_value) * (3 if len(t.mean_value) == 1 else 1)
-            return ",".join(f"{v:g}" for v in values)
-        if t.mean_file:
-            return t.mean_file
-    return None

@@ -65,7 +65,7 @@ def _init_model(args: argparse.Namespace) -> tuple[Path, Path]:
 def _probe_mean(args: argparse.Namespace, models: dict[int, tuple[Path, Path]]):
     """--mean, else the registry model's (--init), else what the run's train_val subtracts, else the ILSVRC
     mean file; returns (array, spec text)."""
-    from pixsent.analysis.features import transform_mean
+    from pixsent.workflow.runs import run_mean
 
     default = Path("data/ilsvrc_2012_mean.npy")
     spec = args.mean
@@ -81,7 +81,7 @@ def _probe_mean(args: argparse.Namespace, models: dict[int, tuple[Path, Path]]):
         deploy = next(iter(models.values()))[0]
         train_val = deploy.parent / "train_val.prototxt"
         if train_val.is_file():
-            spec = transform_mean(train_val)
+            spec = run_mean(train_val)
             if spec and "," not in spec and not Path(spec).is_file():
                 spec = None  # a mean image named relative to where training ran: the ILSVRC default below
     if spec is None and default.is_file():
@@ -211,9 +211,9 @@ def _surgery(args: argparse.Namespace) -> int:
 def _map_inputs(args: argparse.Namespace) -> tuple[list[Path], Path, Path | None, str | None]:
     """(images, weights, deploy, mean spec): from the options, or from a fold run folder (--run): its newest
     snapshot, deploy.prototxt, the mean its train_val subtracts, and --test-images N of its test list."""
-    from pixsent.analysis.features import transform_mean
     from pixsent.analysis.maps import pick_test_images
     from pixsent.errors import DataError
+    from pixsent.workflow.runs import run_mean
 
     images = [Path(p) for p in args.images]
     weights = Path(args.weights) if args.weights else None
@@ -226,7 +226,7 @@ def _map_inputs(args: argparse.Namespace) -> tuple[list[Path], Path, Path | None
         if weights is None or not model.is_file():
             raise DataError(f"{fold}: no deploy.prototxt and *_iter_N.caffemodel snapshot (not a fold run?)")
         if mean is None and (fold / "train_val.prototxt").is_file():
-            mean = transform_mean(fold / "train_val.prototxt")
+            mean = run_mean(fold / "train_val.prototxt")
         if args.test_images:
             images += pick_test_images(
                 fold / "test.txt", Path(args.image_dir), args.test_images, args.exclude

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from pixsent.errors import DataError
 from pixsent.workflow import evaluate as ev
+from pixsent.workflow.runs import run_folder_of, run_mean
 
 REPO = Path(__file__).resolve().parents[2]
 RELEASED = "twitter_finetuned_test4_iter_180.caffemodel"
@@ -103,8 +105,17 @@ def resolve(cfg: PredictConfig) -> PredictConfig:
     else:
         model = cfg.model
     mean = cfg.mean
-    if mean is None and entry is not None:
+    run = run_folder_of(Path(cfg.weights))
+    if mean is None and run is not None:
+        mean = run_mean(run / "train_val.prototxt")  # what the fold's snapshot saw at test time
+    elif mean is None and entry is not None:
         mean = ilsvrc_mean_path() if entry.mean.name == "ilsvrc_2012" else entry.mean.file
+    if mean is None:
+        print(
+            f"[pixsent] {cfg.weights}: no mean known (not a registry model or a fold snapshot); "
+            "nothing is subtracted: pass --mean if the net was trained with one",
+            file=sys.stderr,
+        )
     return PredictConfig(Path(cfg.weights), Path(model), mean, cfg.oversample, cfg.image_size, cfg.device)
 
 

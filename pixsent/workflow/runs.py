@@ -186,3 +186,33 @@ def _jsonable(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def run_mean(train_val: Path) -> str | None:
+    """The mean the TEST-phase data layer of a run's train_val subtracts, as a ``--mean`` spec: 'B,G,R' for
+    ``mean_value`` (SqueezeNet, open_nsfw), the ``mean_file`` path for a mean image, None for neither. What
+    a fold's snapshot saw at test time, so predictions and probes from it subtract the same."""
+    from pixsent.caffe.proto import caffe_pb2
+    from pixsent.formats.prototxt import read_net
+
+    for layer in read_net(train_val).layer:
+        if any(r.HasField("phase") and r.phase != caffe_pb2.TEST for r in layer.include):
+            continue
+        if not layer.HasField("transform_param"):
+            continue
+        t = layer.transform_param
+        if len(t.mean_value):
+            values = list(t.mean_value) * (3 if len(t.mean_value) == 1 else 1)
+            return ",".join(f"{v:g}" for v in values)
+        if t.mean_file:
+            return t.mean_file
+    return None
+
+
+def run_folder_of(weights: Path) -> Path | None:
+    """The fold run folder holding a snapshot (``<fold>/snapshots/<name>.caffemodel`` beside a
+    ``train_val.prototxt``), or None."""
+    folder = Path(weights).resolve().parent
+    if folder.name == "snapshots" and (folder.parent / "train_val.prototxt").is_file():
+        return folder.parent
+    return None

@@ -174,6 +174,9 @@ class PaperRecipe:
 
         backbone_deploy = None
         if backbone_of(cfg.init) is not None:
+            deploy = model_zoo.deploy_path(cfg.init, cfg.models)
+            if not deploy.is_file() and cfg.weights is None and cfg.mirror is not None:
+                self.init_weights(cfg)  # a model packed in an archive (open-nsfw) brings its deploy with it
             backbone_deploy = str(model_zoo.find_deploy(cfg.init, cfg.models, cfg.mirror))
         vcfg = VariantConfig(
             variant=cfg.variant,
