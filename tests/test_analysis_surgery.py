@@ -144,3 +144,37 @@ def test_fullconv_map_equals_golden(caffe_mod, mini, tmp_path):
     net = caffe_mod.Net(str(res.prototxt), caffe_mod.TEST, weights=str(res.caffemodel))
     out = net.forward_all(data=np.load(mini / "input_451.npy"))["prob"]
     np.testing.assert_allclose(out, np.load(mini / "fullconv_prob.npy"), atol=1e-5)
+
+
+GLOBAL_POOL_IP = """
+name: "gp"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 12 dim: 12 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param { num_output: 5 kernel_size: 3 weight_filler { type: "gaussian" std: 0.3 } } }
+layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
+layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool"
+        pooling_param { pool: AVE global_pooling: true } }
+layer { name: "fc9" type: "InnerProduct" bottom: "pool" top: "fc9"
+        inner_product_param { num_output: 2 weight_filler { type: "gaussian" std: 0.5 }
+                              bias_filler { type: "constant" value: 0.25 } } }
+"""
+
+
+def test_global_average_pool_before_inner_product_moves_after_it(caffe_mod, tmp_path):
+    """fc9 over a global average pooling becomes a 1x1 convolution over the unpooled map, the pooling is
+    dropped, and the map's mean equals the original net's scores (1e-5 relative, float32 sums)."""
+    (tmp_path / "gp.prototxt").write_text(GLOBAL_POOL_IP)
+    net = caffe_mod.Net(str(tmp_path / "gp.prototxt"), caffe_mod.TEST)
+    net.save(str(tmp_path / "gp.caffemodel"))
+    res = surg.surgery(tmp_path / "gp.prototxt", tmp_path / "gp.caffemodel", tmp_path, size=12)
+    full = read_net(res.prototxt)
+    assert [lay.name for lay in full.layer] == ["data", "conv", "relu", "fc9-conv"]
+    assert res.conversions["fc9"].kernel == (1, 1)
+    x = np.random.RandomState(3).uniform(-1, 1, (1, 3, 12, 12)).astype(np.float32)
+    net.blobs["data"].data[...] = x
+    scores = net.forward()["fc9"].reshape(2)
+    twin = caffe_mod.Net(str(res.prototxt), caffe_mod.TEST, weights=str(res.caffemodel))
+    twin.blobs["data"].data[...] = x
+    score_map = twin.forward()["fc9-conv"][0]
+    assert score_map.shape == (2, 10, 10)
+    np.testing.assert_allclose(score_map.mean(axis=(1, 2)), scores, rtol=1e-5, atol=1e-6)

@@ -129,7 +129,7 @@ def test_squeezenet_fine_tune_net_runs_and_keeps_pretrained_weights(squeezenet_d
     assert prob.shape == (2, 2, 1, 1) and np.allclose(prob.sum(axis=1), 1, atol=1e-6)
 
 
-@pytest.mark.parametrize("variant", ["fc7-2", "fc6-2", "fc9_twitter"])
+@pytest.mark.parametrize("variant", ["fc7-2", "fc6-2"])
 def test_variants_needing_caffenet_fc_layers_refuse_other_backbones(variant):
     with pytest.raises(NetError, match=f"variant '{variant}' needs CaffeNet's fc6/fc7.*squeezenet-dc"):
         variants.VariantConfig(variant=variant, init="squeezenet-dc")
@@ -147,9 +147,38 @@ def test_backbone_adaptations_differ_from_the_paper_head_only_where_they_say(squ
             ).layer
         }
         for v in variants.BACKBONE_VARIANTS
+        if v != "fc9_twitter"
     }
     assert "relu_conv_final" in nets["fc8_twitter"]
     assert "relu_conv_final" not in nets["fc8_twitter-norelu"]
     assert [p.lr_mult for p in nets["fc8_twitter-norelu"]["conv_final_twitter"].param] == [10, 20]
     assert [p.lr_mult for p in nets["fc8_twitter-norelu-lr1"]["conv_final_twitter"].param] == [1, 2]
     assert set(nets["fc8_twitter"]) - {"relu_conv_final"} == set(nets["fc8_twitter-norelu-lr1"])
+
+
+def test_fc9_twitter_for_squeezenet_keeps_the_classifier_and_adds_a_layer_on_its_pooled_scores(
+    squeezenet_dir, tmp_path
+):
+    from pixsent.engine.net import Net
+
+    deploy = str(squeezenet_dir / "SqueezeNet_deploy.prototxt")
+    cfg = variants.VariantConfig(variant="fc9_twitter", init="squeezenet-dc", backbone_deploy=deploy)
+    net = variants.train_val(cfg, train_source="tr", test_source="te", test_batch_size=2)
+    names = [lay.name for lay in net.layer]
+    assert names[-5:] == ["relu_conv_final", "pool_final", "fc9_twitter", "accuracy", "loss"]
+    layers = {lay.name: lay for lay in net.layer}
+    assert "conv_final" in layers and layers["conv_final"].convolution_param.num_output == 1000
+    new = layers["fc9_twitter"]
+    assert new.type == "InnerProduct" and list(new.bottom) == ["pool_final"]
+    assert (
+        new.inner_product_param.num_output == 2 and new.inner_product_param.weight_filler.type == "gaussian"
+    )
+    assert [(p.lr_mult, p.decay_mult) for p in new.param] == [(10, 1), (20, 0)]
+    deployed = Net(
+        variants.deploy(cfg, batch_size=1),
+        caffe_pb2.TEST,
+        weights=squeezenet_dir / "squeezenet_dc.caffemodel",
+    )
+    ref = read_weights(squeezenet_dir / "squeezenet_dc.caffemodel")
+    assert np.array_equal(deployed.params["conv_final"][0].data, ref["conv_final"][0])  # kept, pre-trained
+    assert deployed.params["fc9_twitter"][0].data.shape == (2, 1000)

@@ -208,10 +208,16 @@ def fully_convolutional(net: caffe_pb2.NetParameter, size: int | None = None, ba
     """Turn every InnerProduct of a deploy net into a Convolution; the Input becomes batch x C x size x size.
 
     The kernel of each converted layer is the spatial size of its input blob at the net's original input
-    size (6x6 for CaffeNet's fc6, 1x1 for layers fed by another fully connected layer).
+    size (6x6 for CaffeNet's fc6, 1x1 for layers fed by another fully connected layer). An average pooling
+    with ``global_pooling`` read only by InnerProduct layers is taken out, and those layers become 1x1
+    convolutions over the map it averaged: a linear layer commutes with the average, so the mean of the
+    resulting score map is the net's score for the image (SqueezeNet's fc9_twitter over ``pool_final``).
     """
     layers = deploy_layers(net)
     shapes = blob_shapes(layers)
+    pools = _dissolvable_global_pools(layers)
+    dissolved = {pool.top[0]: pool.bottom[0] for pool in pools}  # pooled blob -> the map it averaged
+    layers = [layer for layer in layers if all(layer is not pool for pool in pools)]
     out = caffe_pb2.NetParameter()
     out.CopyFrom(net)
     for field in ("input", "input_dim", "input_shape", "layer", "layers"):
@@ -223,7 +229,7 @@ def fully_convolutional(net: caffe_pb2.NetParameter, size: int | None = None, ba
         new = out.layer.add()
         new.CopyFrom(layer)
         del new.bottom[:]
-        new.bottom.extend(renamed.get(b, b) for b in layer.bottom)
+        new.bottom.extend(renamed.get(b, b) for b in (dissolved.get(b, b) for b in layer.bottom))
         if layer.type == "Input":
             for s in new.input_param.shape:
                 dims = list(s.dim)
@@ -245,6 +251,8 @@ def fully_convolutional(net: caffe_pb2.NetParameter, size: int | None = None, ba
         in_shape = shapes[layer.bottom[0]]
         channels = in_shape[1]
         kernel = (in_shape[2], in_shape[3]) if len(in_shape) == 4 else (1, 1)
+        if layer.bottom[0] in dissolved:
+            kernel = (1, 1)  # over the unpooled map: one score per cell
         conv = Conversion(layer.name, layer.name + SUFFIX, channels, kernel, ip.num_output)
         conversions[layer.name] = conv
         new.name = conv.new_name
@@ -264,6 +272,20 @@ def fully_convolutional(net: caffe_pb2.NetParameter, size: int | None = None, ba
         del new.top[:]
         new.top.extend(renamed[t] for t in layer.top)
     return FullyConvNet(out, conversions)
+
+
+def _dissolvable_global_pools(layers: list[caffe_pb2.LayerParameter]) -> list[caffe_pb2.LayerParameter]:
+    """The global average poolings whose output only InnerProduct layers read (the pooling can then move
+    after them, as the mean of their score map)."""
+    out = []
+    for layer in layers:
+        p = layer.pooling_param
+        if layer.type != "Pooling" or not p.global_pooling or p.pool != caffe_pb2.PoolingParameter.AVE:
+            continue
+        readers = [other for other in layers if layer.top[0] in other.bottom]
+        if readers and all(r.type == "InnerProduct" for r in readers):
+            out.append(layer)
+    return out
 
 
 def _param_shapes(layer: caffe_pb2.LayerParameter, bottom: Shape | None) -> list[Shape] | None:

@@ -8,6 +8,10 @@ pre-trained weights. The blob the classifier wrote is renamed with it (and every
 and feature names say what they hold. Everything after the classifier (ReLU, global pooling) is kept unless
 ``classifier_relu`` is false, which drops in-place ReLUs on the classifier's output (pixsent's adaptation
 for SqueezeNet, whose classifier is a ReLU'd 1x1 convolution followed by global average pooling).
+
+The paper's ``fc9_twitter`` for any backbone (``append``): the classifier and what follows it stay as
+pre-trained, and a new InnerProduct with ``num_classes`` outputs (same filler and rates) reads the net's last
+output (SqueezeNet: the 1000 pooled ImageNet scores after their ReLU).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class HeadSpec:
     lr_mult: tuple[float, float] = (10.0, 20.0)
     decay_mult: tuple[float, float] = (1.0, 0.0)
     classifier_relu: bool = True
+    append: bool = False  # keep the classifier; add the new layer on the net's last output (fc9_twitter)
 
 
 def _strip_inputs(deploy: caffe_pb2.NetParameter) -> caffe_pb2.NetParameter:
@@ -86,6 +91,15 @@ def body_with_head(deploy: caffe_pb2.NetParameter, head: HeadSpec) -> tuple[caff
     index = next((i for i, lay in enumerate(layers) if lay.name == head.classifier), None)
     if index is None:
         raise NetError(f"net {deploy.name!r}: no classifier layer {head.classifier!r} to replace")
+    if head.append:
+        while layers and layers[-1].type == "Softmax":
+            layers.pop()
+        new = caffe_pb2.LayerParameter(
+            name=head.new_name, type="InnerProduct", bottom=[layers[-1].top[0]], top=[head.new_name]
+        )
+        _new_classifier(new, head)
+        layers.append(new)
+        return body, head.new_name
     old_top = layers[index].top[0]
     _new_classifier(layers[index], head)
     _rename_blob(layers, index, old_top, head.new_name)

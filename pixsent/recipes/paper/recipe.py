@@ -126,8 +126,10 @@ class PaperRecipe:
     def _init_outputs(self, cfg: FoldConfig) -> int | None:
         """fc9_twitter keeps the init model's fc8: its width read from the initial caffemodel (the registry
         lacks it for some MVSO models, and --weights may hold another model); None elsewhere (registry)."""
-        if cfg.variant != "fc9_twitter":
-            return None
+        from pixsent.recipes.paper.variants import backbone_of
+
+        if cfg.variant != "fc9_twitter" or backbone_of(cfg.init) is not None:
+            return None  # a backbone's fc9_twitter reads its net's last output, whatever its width
         try:
             weights = self.init_weights(cfg)
         except DataError:

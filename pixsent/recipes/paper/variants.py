@@ -166,12 +166,15 @@ BASE_LR: dict[str, float] = {"fc6-2": 0.0001}
 # classifier (zoo.finetune.HeadSpec). fc8_twitter replaces it as the paper replaces CaffeNet's fc8. The others
 # are pixsent's adaptations for a classifier that is a ReLU'd convolution before global pooling (SqueezeNet),
 # whose unnormalised features make the paper's 10x rate on the new layer overshoot: without the ReLU, and
-# without it at the rate of the pre-trained layers (lr_mult 1/2). `pixsent select` chooses among them on
-# inner validation splits of the training folds only.
+# without it at the rate of the pre-trained layers (lr_mult 1/2). fc9_twitter keeps the classifier and what
+# follows it (SqueezeNet: ReLU, global pooling) and adds the new layer on the pooled ImageNet scores, as the
+# paper's fc9_twitter keeps CaffeNet's fc8. `pixsent select` chooses among them on inner validation splits
+# of the training folds only.
 BACKBONE_HEADS: dict[str, dict[str, object]] = {
     "fc8_twitter": {},
     "fc8_twitter-norelu": {"classifier_relu": False},
     "fc8_twitter-norelu-lr1": {"classifier_relu": False, "lr_mult": (1.0, 2.0)},
+    "fc9_twitter": {"append": True},
 }
 BACKBONE_VARIANTS: tuple[str, ...] = tuple(BACKBONE_HEADS)
 VARIANTS: tuple[str, ...] = tuple(HEADS)
@@ -248,7 +251,9 @@ def _backbone_head(cfg: VariantConfig):
         backbone = model_zoo.read_deploy(cfg.init)
     head = finetune.HeadSpec(
         classifier=entry.classifier,
-        new_name=f"{entry.classifier}_twitter",
+        new_name="fc9_twitter"
+        if BACKBONE_HEADS[cfg.variant].get("append")
+        else f"{entry.classifier}_twitter",
         num_classes=cfg.num_classes,
         **BACKBONE_HEADS[cfg.variant],
     )
