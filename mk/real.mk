@@ -26,4 +26,4 @@ real-report: setup ## results/<variant>-<init>/ from the finished folds of `make
 		--label "$(REAL_INIT) $(REAL_VARIANT) (pixsent)" --command "make real REAL_INIT=$(REAL_INIT) REAL_VARIANT=$(REAL_VARIANT)"
 
 real-select: setup ## choose the backbone's adaptation on inner splits of the training folds (FOLDS_SELECT=1)
-	$(PAPER_PY) select --candidates fc8_twitter,fc8_twitter-norelu,fc8_twitter-norelu-lr1 --folds $(or $(FOLDS_SELECT),1) $(REAL_ARGS)
+	$(PAPER_PY) select --candidates fc9_twitter,fc8_twitter-norelu,fc8_twitter-norelu-lr1 --folds $(or $(FOLDS_SELECT),1) $(REAL_ARGS)
