@@ -178,3 +178,13 @@ def test_global_average_pool_before_inner_product_moves_after_it(caffe_mod, tmp_
     score_map = twin.forward()["fc9-conv"][0]
     assert score_map.shape == (2, 10, 10)
     np.testing.assert_allclose(score_map.mean(axis=(1, 2)), scores, rtol=1e-5, atol=1e-6)
+
+
+def test_moved_global_pool_reports_the_padding_ring_of_its_convolution():
+    """SqueezeNet v1.0's conv_final (kernel 1, pad 1): the ring of its map sees only zero padding."""
+    net = text_format.Parse(GLOBAL_POOL_IP, caffe_pb2.NetParameter())
+    assert surg.fully_convolutional(net).border == 0
+    conv = net.layer[1].convolution_param
+    conv.kernel_size[0], conv.pad[:] = 1, [1]
+    full = surg.fully_convolutional(net, size=12)
+    assert full.border == 1 and [lay.name for lay in full.net.layer][-1] == "fc9-conv"

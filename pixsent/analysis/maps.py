@@ -96,6 +96,7 @@ class MapNet:
     net: object
     cfg: MapConfig
     head: surg.ScoreMap | None = None
+    border: int = 0  # cells per side left out of the drawn map (zero padding only), surgery nets
 
     @classmethod
     def open(cls, weights: str | Path, model: str | Path | None, cfg: MapConfig) -> MapNet:
@@ -109,6 +110,7 @@ class MapNet:
         net = _with_input(net, cfg.size or 451)
         stem = Path(weights).stem
         head = surg.score_map(net)
+        border = 0
         if head is not None:
             size = cfg.size or _input_size(net)
             proto = work / f"{stem}_scoremap_{size}.prototxt"
@@ -121,6 +123,7 @@ class MapNet:
             caffemodel = Path(weights)
         else:
             full = surg.fully_convolutional(net, size=cfg.size or 451)
+            border = full.border
             proto = work / f"{stem}_fullconv.prototxt"
             caffemodel = work / f"{stem}_conv.caffemodel"
             write_prototxt(full.net, proto)
@@ -130,7 +133,7 @@ class MapNet:
         else:
             caffe.set_mode_cpu()
         opened = caffe.Net(str(proto), caffe.TEST, weights=str(caffemodel))
-        return cls(proto, caffemodel, opened, cfg, head)
+        return cls(proto, caffemodel, opened, cfg, head, border)
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
         """(3, size, size) net input of an RGB [0, 1] image, made as pycaffe's Transformer does."""
@@ -157,7 +160,11 @@ class MapNet:
         if prob.ndim != 3:
             raise NetError(f"{self.prototxt}: output has shape {prob.shape}, a (classes, h, w) map expected")
         if self.head is None:
-            return prob, prob.reshape(prob.shape[0], -1).mean(1)
+            image_level = prob.reshape(prob.shape[0], -1).mean(1)
+            b = self.border
+            if b and min(prob.shape[1:]) > 2 * b:
+                prob = prob[:, b:-b, b:-b]  # drawn without the padding ring; the answer keeps every cell
+            return prob, image_level
         scores = np.asarray(out[self.head.blob], dtype=np.float64)[0]
         flat = scores.reshape(scores.shape[0], -1)
         pooled = flat.max(1) if self.head.pool_method == caffe_pb2.PoolingParameter.MAX else flat.mean(1)

@@ -202,6 +202,9 @@ class FullyConvNet:
 
     net: caffe_pb2.NetParameter
     conversions: dict[str, Conversion]
+    # map cells on each side that see only a classifier convolution's zero padding (ScoreMap.border), when
+    # a global pooling was moved after the InnerProduct layers it fed
+    border: int = 0
 
 
 def fully_convolutional(net: caffe_pb2.NetParameter, size: int | None = None, batch: int = 1) -> FullyConvNet:
@@ -271,7 +274,14 @@ def fully_convolutional(net: caffe_pb2.NetParameter, size: int | None = None, ba
             renamed[top] = top + SUFFIX
         del new.top[:]
         new.top.extend(renamed[t] for t in layer.top)
-    return FullyConvNet(out, conversions)
+    return FullyConvNet(out, conversions, max((_writer_border(layers, p) for p in pools), default=0))
+
+
+def _writer_border(layers: list[caffe_pb2.LayerParameter], pool: caffe_pb2.LayerParameter) -> int:
+    """The padding border of the Convolution that wrote what ``pool`` averages (through in-place layers)."""
+    blob = pool.bottom[0]
+    writers = [lay for lay in layers if blob in lay.top and blob not in lay.bottom]
+    return _padding_border(writers[-1]) if writers and writers[-1].type == "Convolution" else 0
 
 
 def _dissolvable_global_pools(layers: list[caffe_pb2.LayerParameter]) -> list[caffe_pb2.LayerParameter]:
