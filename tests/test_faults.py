@@ -492,8 +492,11 @@ def test_5_stale_run_lock_is_taken_over_with_a_line(tmp_path, capsys):
 
 
 LOGGED_TRAINER = """
-import os, sys
+import os, signal, sys
 from pathlib import Path
+# SIGHUP as in a terminal's session, also when the suite itself runs under nohup (an ignored signal is
+# inherited across exec, and the pipeline would then outlive the hang-up this test sends)
+signal.signal(signal.SIGHUP, signal.SIG_DFL)
 from pixsent.workflow.pipeline import FoldConfig, _run_logged
 from pixsent.workflow.runs import RunPaths
 run = RunPaths(Path(sys.argv[2]), "s", "v", "i", 1)
