@@ -57,3 +57,28 @@ def test_collect_counts_finished_folds_and_their_resources(tmp_path):
     assert (out / "curves.png").stat().st_size > 1000 and (out / "fold2" / "train.log").is_file()
     assert (out / "commands.txt").read_text() == "pixsent cv ...\n"
     assert not (out / "fold3").exists()
+
+
+RESUMED = """# pixsent: python -m pixsent caffe train -solver solver.prototxt
+I1201 10:00:00.000000  1 solver.cpp:239] Iteration 0 (0 iter/s, 10s/1 iters), loss = 0.69
+I1201 10:01:40.000000  1 solver.cpp:239] Iteration 12 (0.1 iter/s, 10s/1 iters), loss = 0.5
+# pixsent: python -m pixsent caffe train -solver solver.prototxt -snapshot snapshots/x_iter_10.solverstate
+I1201 13:00:00.000000  2 solver.cpp:239] Iteration 10 (0 iter/s, 10s/1 iters), loss = 0.5
+I1201 13:00:50.000000  2 solver.cpp:327] Iteration 20, loss = 0.4
+"""
+
+
+def test_a_fold_resumed_by_a_later_process_counts_its_segments_not_the_pause(tmp_path):
+    cv = tmp_path / "cv"
+    _fold(cv, 1, 0.8, 0.9)
+    (cv / "fold1" / "train.log").write_text(RESUMED)
+    t = tmp_path / "t"
+    t.mkdir()
+    (t / "fold1.time").write_text(TIME)
+    (t / "fold1b.time").write_text(TIME.replace("1:02:03.5", "0:10.0").replace("2097152", "3145728"))
+    (t / "fold10.time").write_text(TIME.replace("2097152", "9999999"))  # another fold's file
+    cfg = ReportConfig(title="T", label="ours", images_per_iteration=256, time_dir=t, commit="abc")
+    res = collect(cv, tmp_path / "out", cfg)["resources"][1]
+    assert res["train_wall_s"] == 150.0  # 100 s + 50 s; the three hours between them are not training
+    assert res["train_images_per_s"] == round((12 + 10) * 256 / 150, 2)
+    assert res["fold_peak_rss_mib"] == 3072.0 and res["fold_wall_s"] == 3733.5

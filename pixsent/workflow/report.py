@@ -41,28 +41,54 @@ class ReportConfig:
     images_per_iteration: int  # batch x iter_size
     references: list[Reference] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
-    time_dir: Path | None = None  # GNU time -v outputs fold<N>.time (whole fold process)
+    time_dir: Path | None = None  # GNU time -v outputs fold<N>[suffix].time (each process of a fold)
     note: str = ""
     commit: str | None = None  # the commit whose code trained the folds (default: this checkout's HEAD)
 
 
 def _log_seconds(log: Path) -> tuple[float | None, int]:
-    """(seconds from the first to the last glog line of the training log, last iteration printed)."""
-    first = last = None
-    last_iter = 0
+    """(seconds of training, iterations trained) from a training log that may span several processes.
+
+    Each process appends a ``# pixsent:`` line before its glog lines; a segment counts from its first to its
+    last glog line, so the time between an interrupted run and its resumption is left out, and iterations
+    count from where each segment started (a resumed segment repeats at most the iterations since the
+    snapshot it starts from)."""
+    seconds = 0.0
+    iterations = 0
+    seen = False
     year = datetime.now().year
+    segments: list[list[tuple[float, int | None]]] = [[]]
     for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("# pixsent:"):
+            segments.append([])
+            continue
         m = _STAMP.match(line)
         if not m:
             continue
         mo, d, h, mi, s, frac = m.groups()
         t = datetime(year, int(mo), int(d), int(h), int(mi), int(s)).timestamp() + float("0." + frac)
-        first = t if first is None else first
-        last = t
         it = _ITER.search(line)
-        if it:
-            last_iter = max(last_iter, int(it.group(1)))
-    return (None if first is None else last - first), last_iter
+        segments[-1].append((t, int(it.group(1)) if it else None))
+    for seg in segments:
+        if not seg:
+            continue
+        seen = True
+        seconds += seg[-1][0] - seg[0][0]
+        its = [i for _, i in seg if i is not None]
+        if its:
+            iterations += max(its) - min(its)
+    return (seconds if seen else None), iterations
+
+
+def _gnu_times(paths: list[Path]) -> dict:
+    """Peak RSS (the largest) and wall time (the sum) of the GNU time -v files of one fold's processes."""
+    out: dict = {}
+    for path in paths:
+        for key, value in _gnu_time(path).items():
+            out[key] = max(out.get(key, 0), value) if key == "fold_peak_rss_mib" else out.get(key, 0) + value
+    if out.get("fold_wall_s") is not None:
+        out["fold_wall_s"] = round(out["fold_wall_s"], 1)
+    return out
 
 
 def _gnu_time(path: Path) -> dict:
@@ -103,12 +129,14 @@ def collect(cv_dir: Path, out: Path, cfg: ReportConfig) -> dict:
         if metrics.get("capped"):
             continue
         k = int(fold_dir.name.removeprefix("fold"))
-        seconds, last_iter = _log_seconds(fold_dir / "train.log")
+        seconds, iterations = _log_seconds(fold_dir / "train.log")
         res = {"train_wall_s": None if seconds is None else round(seconds, 1)}
         if seconds:
-            res["train_images_per_s"] = round(last_iter * cfg.images_per_iteration / seconds, 2)
+            res["train_images_per_s"] = round(iterations * cfg.images_per_iteration / seconds, 2)
         if cfg.time_dir is not None:
-            res |= _gnu_time(Path(cfg.time_dir) / f"fold{k}.time")
+            # fold<N>.time, and fold<N><suffix>.time of the processes that resumed it
+            tdir = Path(cfg.time_dir)
+            res |= _gnu_times(sorted({*tdir.glob(f"fold{k}.time"), *tdir.glob(f"fold{k}[!0-9]*.time")}))
         metrics["resources"] = res
         folds[k] = metrics
         dest = out / f"fold{k}"
