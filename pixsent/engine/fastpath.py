@@ -2,7 +2,8 @@
 
 Each fast path can be turned off to compare against the plain one (benchmarks, exactness tests) or to
 work around a platform problem: ``PIXSENT_CHANNELS_LAST=0``, ``PIXSENT_FAST_LRN=0``,
-``PIXSENT_INPLACE_RELU=0``, ``PIXSENT_FAST_FC=0``; ``PIXSENT_FAST=0`` turns every one off.
+``PIXSENT_INPLACE_RELU=0``, ``PIXSENT_FAST_FC=0``,
+``PIXSENT_KEEP_HEAP=0``; ``PIXSENT_FAST=0`` turns every one off.
 """
 
 from __future__ import annotations
@@ -34,12 +35,15 @@ class FastPaths:
     inplace_relu: an in-place ReLU (top named like bottom) overwrites its bottom when that is safe.
     fast_fc: InnerProduct adds its weight gradient straight into the param diff (GEMM with beta 1),
     as Caffe does, instead of a new gradient tensor summed into it afterwards.
+    keep_heap: freed tensors stay in the process heap (engine/heap.py), so big activations and gradients
+    are not page-faulted in again every pass; read when the first Net is built.
     """
 
     channels_last: bool = True
     fast_lrn: bool = True
     inplace_relu: bool = True
     fast_fc: bool = True
+    keep_heap: bool = True
 
     @classmethod
     def from_env(cls) -> FastPaths:
@@ -50,6 +54,7 @@ class FastPaths:
             fast_lrn=every and _env_flag("PIXSENT_FAST_LRN", True),
             inplace_relu=every and _env_flag("PIXSENT_INPLACE_RELU", True),
             fast_fc=every and _env_flag("PIXSENT_FAST_FC", True),
+            keep_heap=every and _env_flag("PIXSENT_KEEP_HEAP", True),
         )
 
     def use_channels_last(self, x: torch.Tensor) -> bool:

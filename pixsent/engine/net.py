@@ -23,7 +23,9 @@ import pixsent.engine.layers  # noqa: F401  (fills the layer registry)
 from pixsent.caffe.proto import caffe_pb2
 from pixsent.engine.blob import Blob
 from pixsent.engine.context import NetContext
+from pixsent.engine.fastpath import FAST
 from pixsent.engine.filtering import filter_net
+from pixsent.engine.heap import retain_freed_memory
 from pixsent.engine.layers.base import Layer
 from pixsent.engine.registry import create_layer
 from pixsent.engine.setup_log import SetupLog, log_filtering, log_init
@@ -78,6 +80,8 @@ class Net:
         world_size: int | None = None,
         log: bool = False,
     ) -> None:
+        if FAST.keep_heap:
+            retain_freed_memory()
         param = _load_net_param(model)
         param.state.phase = phase
         param.state.stage.extend(stages)
