@@ -196,30 +196,32 @@ def _normal_block(block: np.ndarray, source: RawSource) -> np.ndarray:
     special = np.flatnonzero(~fast)
     if special.size == 0:
         return values
-    advance = np.ones(m, dtype=np.intp)
-    yields = fast.copy()
-    unfinished = np.zeros(m, dtype=bool)  # passes that run past the block: done last, on the source
-    inner = special[special + 1 < m]
-    unfinished[special[special + 1 >= m]] = True
+    # per-special bookkeeping only (about 3 % of positions): raws each pass takes, whether it yields, and
+    # whether it runs past the block (finished last, on the source)
+    n_special = special.size
+    adv = np.ones(n_special, dtype=np.intp)
+    yielded = np.zeros(n_special, dtype=bool)
+    late = special + 1 >= m
+    inner_k = np.flatnonzero(~late)
+    inner = special[inner_k]
     y01 = block[inner + 1].astype(F32) * _UNIT_F32
     sbox = box[inner].astype(np.intp)
     easy = (sbox > 0) & (y01 < F32(1.0))
     e = inner[easy]
-    yields[e] = _wedge_accepts(sbox[easy], x[e], y01[easy])
-    advance[e] = 2
-    for p in inner[~easy].tolist():  # the tail and redrawn heights: scalar, within the block
+    yielded[inner_k[easy]] = _wedge_accepts(sbox[easy], x[e], y01[easy])
+    adv[inner_k[easy]] = 2
+    for k in inner_k[~easy].tolist():  # the tail and redrawn heights: scalar, within the block
+        p = int(special[k])
         stream = _Stream(block, p + 1)
         try:
             z = _normal_attempt(int(block[p]), stream)
         except _OutOfBlock:
-            unfinished[p] = True
+            late[k] = True
             continue
-        advance[p] = stream.pos - p
-        yields[p] = z is not None
+        adv[k] = stream.pos - p
+        yielded[k] = z is not None
         if z is not None:
             values[p] = z
-    adv = advance[special]
-    late = unfinished[special]
     reach = special + adv
     before = np.maximum.accumulate(np.concatenate(([0], reach[:-1])))
     sure = (before <= special) & ~late  # nothing earlier can reach it: it starts a pass
@@ -239,15 +241,16 @@ def _normal_block(block: np.ndarray, source: RawSource) -> np.ndarray:
             is_start[k] = True
             own = max(own, p + int(adv[k]))
         is_start &= special < stop
-    starts = np.ones(m, dtype=bool)
-    starts[special] = False
+    # what is kept: every one-raw fast pass (``fast``, False at the specials) that no special pass consumed,
+    # and the specials that start a pass and yield, all before ``stop``
+    keep = fast
     begun = special[is_start]
-    starts[begun] = True
-    starts[begun[adv[is_start] == 2] + 1] = False
+    keep[begun[yielded[is_start]]] = True
+    keep[begun[adv[is_start] == 2] + 1] = False
     for p, a in zip(begun[adv[is_start] > 2].tolist(), adv[is_start][adv[is_start] > 2].tolist()):
-        starts[p + 1 : p + a] = False
-    starts[stop:] = False
-    out = values[starts & yields]
+        keep[p + 1 : p + a] = False
+    keep[stop:] = False
+    out = values[keep]
     if stop < m:
         stream = _Stream(block, stop + 1, source)
         z = _normal_attempt(int(block[stop]), stream)
