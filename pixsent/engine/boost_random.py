@@ -299,7 +299,8 @@ def bernoulli(source: RawSource, n: int, p: float, real: type = np.float64) -> n
     for lo in range(0, n, BLOCK):
         u = source.raw(min(BLOCK, n - lo))
         if real is np.float64:
-            out[lo : lo + u.size] = u.astype(np.float64) <= float(p) * (_TWO32 - 1.0)
+            # u is an integer, exact in double: u <= t holds exactly when u <= floor(t), so no conversion
+            out[lo : lo + u.size] = u <= np.uint64(math.floor(float(p) * (_TWO32 - 1.0)))
         else:
             out[lo : lo + u.size] = u.astype(F32) <= F32(p) * _RANGE_F32
     return out

@@ -138,7 +138,9 @@ class Dropout(_Elementwise):
         else:
             mask = self.ctx.rng.bernoulli(x.numel(), 1.0 - ratio)
             keep = torch.from_numpy(mask).reshape(x.shape).to(x.device, non_blocking=True)
-        return x * keep.to(x.dtype) * scale
+        # x * (mask * scale) is x * mask * scale bit for bit (mask * scale is 0 or scale exactly; x * 0 keeps
+        # x's sign and NaN as x * 0 * scale does) in one pass over x forward and one backward
+        return x * keep.to(x.dtype).mul_(scale)
 
 
 @register_layer("Power")
