@@ -4,7 +4,10 @@ Measured in one run, each case in a fresh subprocess (so its peak RSS, VmHWM, is
 4096^3 float32 (torch.mm), pixsent's training step (forward + backward + SGD update, 2-class head,
 SoftmaxWithLoss, an Input layer in place of the LMDB so no I/O is timed) at batch 32 and 256, the deploy
 forward at batch 10 (one image's 10 crops), the same with every fast path off (PIXSENT_FAST=0, "before"),
-and plain PyTorch eager (NCHW functional CaffeNet, torch.optim.SGD) as the baseline of this machine.
+and plain PyTorch eager (NCHW functional CaffeNet, torch.optim.SGD) as the baseline of this machine; then
+issue 15's cases: caffe-time steps (forward + backward, no update) of CaffeNet and SqueezeNet v1.0 with and
+without the kept heap, and OpenCV dnn's deploy forward as a live peer, printed beside real Caffe's recorded
+figures on the project's AVX2 machines with each goal.
 Warm-up iterations are excluded; times are medians (min also kept). GFLOP per image is counted from the
 net's layer shapes (multiply-adds x 2 of convolutions and inner products); a training step is 3x forward.
 Writes the "engine" section of bench/report.json and regenerates bench/report.md.
