@@ -47,6 +47,9 @@ class NetContext:
     rank: int = 0
     world_size: int = 1
     rng_mode: str = field(default_factory=default_rng_mode)
+    #: layers whose parameters a caffemodel overwrites right after set-up: their fillers are deferred
+    #: (``CaffeRng.defer``), drawn only if the stream is used afterwards
+    overwritten_layers: frozenset[str] = frozenset()
     generator: torch.Generator = field(init=False, repr=False)
     device_generator: torch.Generator = field(init=False, repr=False)
 

@@ -155,11 +155,17 @@ def bilinear(shape: tuple[int, ...], p: caffe_pb2.FillerParameter, rng: Rng) -> 
     return np.broadcast_to(w[:, None] * w[None, :], shape).reshape(-1).copy()
 
 
-def fill(shape: tuple[int, ...], p: caffe_pb2.FillerParameter, rng: Rng) -> torch.Tensor:
-    """A float32 CPU tensor of ``shape`` filled as ``p`` says, drawing from ``rng``."""
+def check_filler(p: caffe_pb2.FillerParameter) -> Filler:
+    """The filler function of ``p.type`` (NetError naming the known types when there is none)."""
     fn = FILLERS.get(p.type)
     if fn is None:
         raise NetError(f"unknown filler type {p.type!r} (known: {', '.join(sorted(FILLERS))})")
+    return fn
+
+
+def fill(shape: tuple[int, ...], p: caffe_pb2.FillerParameter, rng: Rng) -> torch.Tensor:
+    """A float32 CPU tensor of ``shape`` filled as ``p`` says, drawing from ``rng``."""
+    fn = check_filler(p)
     shape = tuple(int(d) for d in shape)
     values = np.ascontiguousarray(fn(shape, p, rng), dtype=F32)
     return torch.from_numpy(values.reshape(shape))

@@ -55,6 +55,19 @@ def _load_net_param(model: ModelSource) -> caffe_pb2.NetParameter:
     return read_net(model)
 
 
+def _read_weights(source: str | os.PathLike[str]) -> list[tuple[caffe_pb2.NetParameter, str]]:
+    """The caffemodels of a comma-separated list, parsed, with their paths."""
+    from pixsent.formats.caffemodel import read_caffemodel
+
+    paths = [p.strip() for p in str(source).split(",") if p.strip()]
+    return [(read_caffemodel(p), p) for p in paths]
+
+
+def _layer_names(src: caffe_pb2.NetParameter) -> list[str]:
+    """Names of the layers of a caffemodel that carry blobs (new or V1 ``layers`` form)."""
+    return [lp.name for lp in (src.layer or src.layers) if lp.blobs]
+
+
 def _dist_rank_world() -> tuple[int, int]:
     """(rank, world size) of an initialised torch.distributed group, else (0, 1)."""
     dist = torch.distributed
@@ -97,12 +110,14 @@ class Net:
         self.name = self.param.name
         self.phase = phase
         r, w = _dist_rank_world()
+        parsed = _read_weights(weights) if weights else []
         self.ctx = NetContext(
             device=torch.device(device),
             phase=phase,
             seed=seed,
             rank=r if rank is None else rank,
             world_size=w if world_size is None else world_size,
+            overwritten_layers=frozenset(name for src, _ in parsed for name in _layer_names(src)),
         )
         if self.ctx.device.type == "cuda":
             # Caffe computes in full float32: TF32 convolutions/matmuls would miss its numbers by ~1e-3
@@ -133,8 +148,8 @@ class Net:
         self._collect_params(set_requires_grad=True)
         if phase == caffe_pb2.TRAIN:
             self.clear_param_diffs()
-        if weights:
-            self.copy_trained_layers_from(weights)
+        if parsed:
+            self._copy_parsed(parsed, report=True)
 
     # -- construction -----------------------------------------------------------------------------
     def _build(self) -> None:
@@ -488,18 +503,17 @@ class Net:
         or shape mismatch raises NetError naming the layer and both shapes. A comma-separated string
         names several caffemodels, applied in order; ``origin`` names a parsed message in errors.
         Returns the layers copied; with ``report``, logs those with parameters left out (engine.coverage)."""
+        if isinstance(source, caffe_pb2.NetParameter):
+            return self._copy_parsed([(source, origin)], report)
+        return self._copy_parsed(_read_weights(source), report)
+
+    def _copy_parsed(self, parsed: list[tuple[caffe_pb2.NetParameter, str]], report: bool) -> set[str]:
+        """Copy parsed caffemodels (message, origin) in order; with ``report`` log the layers left out."""
         from pixsent.engine.coverage import log_uncovered
 
-        if isinstance(source, caffe_pb2.NetParameter):
-            covered = self._copy_from_param(source, origin)
-        else:
-            from pixsent.formats.caffemodel import read_caffemodel
-
-            paths = [p.strip() for p in str(source).split(",") if p.strip()]
-            covered = set().union(*(self._copy_from_param(read_caffemodel(p), p) for p in paths))
-            origin = ", ".join(paths)
+        covered = set().union(*(self._copy_from_param(src, origin) for src, origin in parsed))
         if report:
-            log_uncovered(self, covered, origin)
+            log_uncovered(self, covered, ", ".join(origin for _, origin in parsed))
         return covered
 
     def _copy_from_param(self, src: caffe_pb2.NetParameter, origin: str) -> set[str]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 
 import numpy as np
 
@@ -48,6 +49,7 @@ class CaffeRng:
 
     def __init__(self, seed: int | None = None) -> None:
         self._bits = np.random.MT19937(0)
+        self._deferred: list[Callable[[], object]] = []
         self.seed(seed)
 
     def seed(self, seed: int | None) -> None:
@@ -56,9 +58,25 @@ class CaffeRng:
             seed = int.from_bytes(os.urandom(4), "little")
         self.set_state(np.append(init_genrand(seed), np.uint32(624)))
 
+    # -- deferred draws -------------------------------------------------------------------------
+    def defer(self, draw: Callable[[], object]) -> None:
+        """Queue draws whose values nobody needs (fillers of parameters a caffemodel overwrites next): they
+        run, in order, only when the stream is next used or its state read, and never when it is reseeded
+        or set first. So wherever the stream is observed it stands where Caffe's would, and a deploy net
+        loaded from weights that nothing draws after costs no filler time."""
+        self._deferred.append(draw)
+
+    def _settle(self) -> None:
+        """Run the deferred draws (each one may draw more: they are taken off the queue first)."""
+        while self._deferred:
+            pending, self._deferred = self._deferred, []
+            for draw in pending:
+                draw()
+
     # -- state ----------------------------------------------------------------------------------
     def get_state(self) -> np.ndarray:
         """625 uint32: the 624-word key, then the position in it."""
+        self._settle()
         st = self._bits.state["state"]
         return np.append(np.asarray(st["key"], dtype=np.uint32), np.uint32(st["pos"]))
 
@@ -67,6 +85,7 @@ class CaffeRng:
         state = np.asarray(state, dtype=np.uint32)
         if state.shape != (625,) or int(state[624]) > 624:
             raise ValueError(f"not an mt19937 state: shape {state.shape}")
+        self._deferred = []  # draws queued before a new state never happened, as far as anyone can tell
         self._bits.state = {
             "bit_generator": "MT19937",
             "state": {"key": state[:624].copy(), "pos": int(state[624])},
@@ -75,10 +94,14 @@ class CaffeRng:
     # -- raw ------------------------------------------------------------------------------------
     def raw(self, n: int) -> np.ndarray:
         """The next ``n`` 32-bit outputs (uint64 array holding 32-bit values)."""
+        if self._deferred:
+            self._settle()
         return self._bits.random_raw(int(n))
 
     def rand(self) -> int:
         """caffe_rng_rand(): one raw 32-bit output."""
+        if self._deferred:
+            self._settle()
         return int(self._bits.random_raw())
 
     def rand_mod(self, n: int, count: int | None = None) -> int | np.ndarray:

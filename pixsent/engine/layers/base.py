@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
 from pixsent.caffe.proto import caffe_pb2
-from pixsent.engine.fillers import fill
+from pixsent.engine.fillers import check_filler, fill
+from pixsent.engine.rng import CaffeRng
 
 if TYPE_CHECKING:
     from pixsent.engine.blob import Blob
@@ -55,9 +57,15 @@ class Layer:
 
     def make_param(self, shape: Shape, filler: caffe_pb2.FillerParameter) -> torch.Tensor:
         """A new float32 parameter tensor on the context's device, filled from the net's random stream
-        (Caffe's generator unless ``rng_mode`` is torch)."""
-        values = fill(tuple(int(d) for d in shape), filler, self.ctx.filler_rng())
-        return values.to(self.ctx.device)
+        (Caffe's generator unless ``rng_mode`` is torch). A layer the net's caffemodel overwrites next gets
+        an unfilled tensor and its draws are deferred (see ``CaffeRng.defer``)."""
+        shape = tuple(int(d) for d in shape)
+        rng = self.ctx.filler_rng()
+        if self.name in self.ctx.overwritten_layers and isinstance(rng, CaffeRng):
+            check_filler(filler)
+            rng.defer(partial(fill, shape, filler, rng))
+            return torch.empty(shape, dtype=torch.float32, device=self.ctx.device)
+        return fill(shape, filler, rng).to(self.ctx.device)
 
     def __repr__(self) -> str:
         return f"<{self.type_name} {self.name!r}>"
