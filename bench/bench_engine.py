@@ -265,6 +265,7 @@ def run_ours_time(case: Case) -> dict:
     from pixsent.engine.net import Net
 
     net = Net(train_net_param(case.batch, case.model), caffe_pb2.TRAIN, seed=1701)
+    net.whole_passes = True  # as `caffe time` does
     fill_inputs(net, case.batch)
 
     def step() -> None:

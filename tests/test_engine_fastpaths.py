@@ -346,10 +346,10 @@ def test_fastpaths_context_restores_and_rejects_unknown(monkeypatch):
     with pytest.raises(ValueError, match="warp"), fastpaths(warp=True):
         pass
     monkeypatch.setenv("PIXSENT_FAST", "0")
-    assert FastPaths.from_env() == FastPaths(False, False, False, False, False)
+    assert FastPaths.from_env() == FastPaths(False, False, False, False, False, False)
     monkeypatch.setenv("PIXSENT_FAST", "1")
     monkeypatch.setenv("PIXSENT_FAST_LRN", "off")
-    assert FastPaths.from_env() == FastPaths(True, False, True, True, True)
+    assert FastPaths.from_env() == FastPaths(True, False, True, True, True, True)
     monkeypatch.setenv("PIXSENT_KEEP_HEAP", "0")
     assert not FastPaths.from_env().keep_heap
 
@@ -408,3 +408,51 @@ def test_solver_frees_parsed_caffemodels_after_loading(tmp_path):
     want = src.params["ip"][0].data
     for net in (solver.net, solver.test_nets[0]):
         assert np.array_equal(net.params["ip"][0].data, want)
+
+
+# ---------------------------------------------------------------- ReLU folded into MAX pooling
+FOLD_NET = """name: "f"
+layer { name: "in" type: "Input" top: "x" top: "label"
+  input_param { shape { dim: 3 dim: 2 dim: 9 dim: 9 } shape { dim: 3 } } }
+layer { name: "conv" type: "Convolution" bottom: "x" top: "c"
+  convolution_param { num_output: 4 kernel_size: 3 weight_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "relu" type: "ReLU" bottom: "c" top: "c" }
+layer { name: "pool" type: "Pooling" bottom: "c" top: "p"
+  pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
+layer { name: "ip" type: "InnerProduct" bottom: "p" top: "y"
+  inner_product_param { num_output: 2 weight_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "y" bottom: "label" top: "l" }
+"""
+
+
+def _fold_grads(fold: bool, whole: bool) -> tuple[list[torch.Tensor], str]:
+    net_param = caffe_pb2.NetParameter()
+    text_format.Merge(FOLD_NET, net_param)
+    with fastpaths(fold_relu_pool=fold):
+        net = Net(net_param, caffe_pb2.TRAIN, seed=7)
+        net.whole_passes = whole
+        rng = np.random.default_rng(5)
+        net.blobs["x"].data[...] = rng.normal(0, 1, net.blobs["x"].shape)
+        net.blobs["label"].data[...] = [0, 1, 1]
+        net.forward()
+        kind = type(net.blobs["p"].tensor.grad_fn).__name__
+        if whole:
+            net.backward()
+        else:  # Caffe scripts walk down in ranges: the ReLU's own backward must run in the lower one
+            net.backward(start="loss", end="pool")
+            net.backward(start="relu", end="conv")
+        return [p.grad.clone() for p in net.learnable_params], kind
+
+
+def test_relu_folded_into_max_pooling_gives_the_same_gradients_bit_for_bit():
+    """fold_relu_pool: the pooled gradient masked where the output is not positive, then scattered, equals
+    ReLU's backward of the scattered gradient exactly (tolerance 0); only nets marked whole_passes fold, so
+    backward over layer ranges keeps each layer's own backward."""
+    plain, kind_plain = _fold_grads(False, True)
+    folded, kind_folded = _fold_grads(True, True)
+    assert kind_folded == "_MaxPoolAfterReLUBackward" and kind_folded != kind_plain
+    assert all(torch.equal(a, b) for a, b in zip(plain, folded))
+    assert any(bool(g.abs().sum() > 0) for g in folded[:1])  # conv's gradient went through the mask
+    ranged, kind_ranged = _fold_grads(True, False)
+    assert kind_ranged != "_MaxPoolAfterReLUBackward"  # a net not marked whole_passes never folds
+    assert all(torch.equal(a, b) for a, b in zip(_fold_grads(False, False)[0], ranged))

@@ -353,6 +353,7 @@ def time(flags: CaffeFlags) -> dict[str, dict[str, float]]:
     if phase == caffe_pb2.TEST:
         # Caffe times the backward pass of a TEST net too: let its forward keep the graph that needs
         net.keep_blob_diffs = any(net.layer_need_backward)
+    net.whole_passes = True  # every pass below is a whole forward and backward
     iterations = 50 if flags.iterations is None else flags.iterations
     return time_net(net, iterations)
 

@@ -3,7 +3,7 @@
 Each fast path can be turned off to compare against the plain one (benchmarks, exactness tests) or to
 work around a platform problem: ``PIXSENT_CHANNELS_LAST=0``, ``PIXSENT_FAST_LRN=0``,
 ``PIXSENT_INPLACE_RELU=0``, ``PIXSENT_FAST_FC=0``,
-``PIXSENT_KEEP_HEAP=0``; ``PIXSENT_FAST=0`` turns every one off.
+``PIXSENT_KEEP_HEAP=0``, ``PIXSENT_FOLD_RELU_POOL=0``; ``PIXSENT_FAST=0`` turns every one off.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ class FastPaths:
     as Caffe does, instead of a new gradient tensor summed into it afterwards.
     keep_heap: freed tensors stay in the process heap (engine/heap.py), so big activations and gradients
     are not page-faulted in again every pass; read when the first Net is built.
+    fold_relu_pool: an in-place ReLU read only by a MAX pooling leaves its gradient mask to the pooling's
+    backward, applied at the pooled size (nets doing whole passes only: the solver, ``caffe time``).
     """
 
     channels_last: bool = True
@@ -44,6 +46,7 @@ class FastPaths:
     inplace_relu: bool = True
     fast_fc: bool = True
     keep_heap: bool = True
+    fold_relu_pool: bool = True
 
     @classmethod
     def from_env(cls) -> FastPaths:
@@ -55,6 +58,7 @@ class FastPaths:
             inplace_relu=every and _env_flag("PIXSENT_INPLACE_RELU", True),
             fast_fc=every and _env_flag("PIXSENT_FAST_FC", True),
             keep_heap=every and _env_flag("PIXSENT_KEEP_HEAP", True),
+            fold_relu_pool=every and _env_flag("PIXSENT_FOLD_RELU_POOL", True),
         )
 
     def use_channels_last(self, x: torch.Tensor) -> bool:

@@ -125,6 +125,10 @@ class Net:
             torch.backends.cuda.matmul.allow_tf32 = False
         self.force_backward = bool(self.param.force_backward)
         self.keep_blob_diffs = False
+        #: set by callers whose every backward is a whole pass right after a whole forward (the solver,
+        #: ``caffe time``): then an in-place ReLU read only by a MAX pooling may leave its gradient mask to
+        #: the pooling's backward (fastpath ``fold_relu_pool``); a backward over part of the net would miss it
+        self.whole_passes = False
         self.layers: list[Layer] = []
         self.layer_names: list[str] = []
         self.blobs: dict[str, Blob] = {}
@@ -222,7 +226,28 @@ class Net:
                 writer[t], read_since_write[t] = lp.type, False
                 latest[t] = (len(self.layers) - 1, j)
         self.outputs = sorted(available)
+        self._relu_pool = self._relu_pool_pairs()
         self.layer_need_backward = self._setup_log.finish(self._loss_tops, self.outputs)
+
+    def _relu_pool_pairs(self) -> dict[int, int]:
+        """ReLU layer -> the MAX pooling right after it that alone reads its in-place top (fold_relu_pool):
+        the ReLU may overwrite a fresh tensor, has no negative slope, and no other layer reads the blob."""
+        pairs: dict[int, int] = {}
+        for i, layer in enumerate(self.layers[:-1]):
+            if not self._may_overwrite[i] or layer.param.relu_param.negative_slope != 0:
+                continue
+            name = self.top_names[i][0]
+            readers = [j for j in range(i + 1, len(self.layers)) if name in self.bottom_names[j]]
+            nxt = self.layers[i + 1]
+            if (
+                readers == [i + 1]
+                and nxt.type == "Pooling"
+                and nxt.param.pooling_param.pool == caffe_pb2.PoolingParameter.MAX
+                and len(self.top_names[i + 1]) == 1
+                and self._propagate[i + 1] == [True]
+            ):
+                pairs[i] = i + 1
+        return pairs
 
     def _share_by_name(self) -> None:
         """Replace parameters whose ParamSpec names an earlier owner by the owner's tensor."""
@@ -324,6 +349,16 @@ class Net:
                 self._grad_sources.pop(name, None)
         written: dict[str, Blob] = {}
         blobs = self.blobs
+        fold = (
+            grad
+            and not keep
+            and self.whole_passes
+            and FAST.fold_relu_pool
+            and i0 == 0
+            and i1 == len(self.layers) - 1
+        )
+        for i, j in self._relu_pool.items():
+            self.layers[i].fold = self.layers[j].fold_relu = fold
         with torch.set_grad_enabled(grad):
             for i in range(i0, i1 + 1):
                 layer = self.layers[i]

@@ -35,9 +35,16 @@ class ReLU(_Elementwise):
     """
 
     inplace = False
+    #: set by the Net when the MAX pooling reading this in-place top applies the gradient mask (fastpath
+    #: fold_relu_pool): the values are clamped outside autograd
+    fold = False
 
     def fn(self, x: torch.Tensor) -> torch.Tensor:
         slope = float(self.param.relu_param.negative_slope)
+        if self.fold and self.inplace and FAST.inplace_relu and slope == 0:
+            with torch.no_grad():
+                x.relu_()
+            return x
         if self.inplace and FAST.inplace_relu:
             return F.relu_(x) if slope == 0 else F.leaky_relu_(x, slope)
         return F.relu(x) if slope == 0 else F.leaky_relu(x, slope)

@@ -169,9 +169,37 @@ def ave_divisor(size: int, kernel: int, stride: int, pad: int, out: int) -> np.n
     return (end - start).astype(np.float32)
 
 
+class _MaxPoolAfterReLU(torch.autograd.Function):
+    """Max pooling of a ReLU's output that also does the ReLU's backward (fastpath fold_relu_pool).
+
+    A cell gets gradient only from windows whose maximum it is, and each such window's output equals the
+    cell's value, so masking the pooled gradient where the output is not positive and then scattering it
+    gives, bit for bit, the scattered gradient masked where the cell is not positive (ReLU's backward, 0 at
+    exactly 0 as in Caffe), over a tensor a quarter or less of the size and without a pass of its own.
+    """
+
+    @staticmethod
+    def forward(ctx, x, kernel, stride, pad, ceil):
+        y, idx = F.max_pool2d(x, kernel, stride, pad, ceil_mode=ceil, return_indices=True)
+        ctx.save_for_backward(x, y, idx)
+        ctx.args = (kernel, stride, pad, ceil)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, y, idx = ctx.saved_tensors
+        kernel, stride, pad, ceil = ctx.args
+        g = torch.where(y > 0, g, 0.0)
+        dx = torch.ops.aten.max_pool2d_with_indices_backward(g, x, kernel, stride, pad, (1, 1), ceil, idx)
+        return dx, None, None, None, None
+
+
 @register_layer("Pooling")
 class Pooling(Layer):
     """MAX / AVE pooling with Caffe's output size (ceil by default) and AVE divisor; global pooling."""
+
+    #: set by the Net when the in-place ReLU before it leaves it its gradient mask (fastpath fold_relu_pool)
+    fold_relu = False
 
     def setup(self, bottom_shapes: list[Shape]) -> list[Shape]:
         p = self.param.pooling_param
@@ -240,6 +268,13 @@ class Pooling(Layer):
         shape = tuple(x.shape)
         kernel = (shape[2], shape[3]) if self.global_pooling else self.kernel
         if self.method == PP.MAX:
+            if (
+                self.fold_relu
+                and len(self.param.top) == 1
+                and self._native_ok(shape, kernel)
+                and x.requires_grad
+            ):
+                return [_MaxPoolAfterReLU.apply(x, kernel, self.stride, self.pad, self.ceil)]
             if len(self.param.top) > 1:
                 out, idx = self._max(x, kernel, return_indices=True)
                 return [out, idx.to(out.dtype)]

@@ -343,8 +343,12 @@ class Solver:
             display = bool(p.display) and self.iter % p.display == 0
             loss = F32(0)
             for _ in range(max(1, p.iter_size)):
-                loss += F32(self.net.forward())
-                self.net.backward()
+                self.net.whole_passes = True  # a whole forward and backward: fast paths may span layers
+                try:
+                    loss += F32(self.net.forward())
+                    self.net.backward()
+                finally:
+                    self.net.whole_passes = False
             loss /= F32(max(1, p.iter_size))
             if self.world > 1:
                 loss = F32(self._all_reduce_mean(float(loss)))
