@@ -16,6 +16,7 @@ comma := ,
 REAL_LMDB ?= $(REAL_RUNS)/lmdb
 REAL_MODELS ?= models
 REAL_NAME ?= $(REAL_VARIANT)-$(REAL_INIT)
+# REAL_TIME_DIR: a folder of `/usr/bin/time -v` outputs fold<N>[suffix].time of the fold processes
 REAL_ARGS = --init $(REAL_INIT) --variant $(REAL_VARIANT) --data $(REAL_DATA) --mirror $(REAL_MIRROR) \
 	--runs $(REAL_RUNS) --lmdb $(REAL_LMDB) --models $(REAL_MODELS) --batch 32 --iter-size 8 --snapshot 10
 
@@ -28,7 +29,8 @@ real: setup ## 5-fold fine-tuning on the real Twitter images (REAL_INIT=squeezen
 real-report: setup ## results/<variant>-<init>/ from the finished folds of `make real` (as it stands)
 	$(PAPER_PY) report $(REAL_RUNS)/five/$(REAL_VARIANT)-$(REAL_INIT) --out results/$(REAL_NAME) \
 		--title "Five-agree, $(REAL_VARIANT) on $(REAL_INIT) (real Twitter images)" \
-		--label "$(REAL_INIT) $(REAL_VARIANT) (pixsent)" --command "make real REAL_INIT=$(REAL_INIT) REAL_VARIANT=$(REAL_VARIANT)"
+		--label "$(REAL_INIT) $(REAL_VARIANT) (pixsent)" --command "make real REAL_INIT=$(REAL_INIT) REAL_VARIANT=$(REAL_VARIANT)" \
+		$(if $(REAL_TIME_DIR),--time-dir $(REAL_TIME_DIR)) $(if $(REAL_NOTE),--note "$(REAL_NOTE)")
 
 real-select: setup ## choose the backbone's adaptation on inner splits of the training folds (FOLDS_SELECT=1)
 	$(PAPER_PY) select --candidates $(REAL_CANDIDATES) --folds $(or $(FOLDS_SELECT),1) $(REAL_ARGS)
