@@ -342,3 +342,26 @@ class Transformer:
         """Factor applied after mean subtraction (e.g. 0.017 for some models)."""
         self._check_input(in_)
         self.input_scale[in_] = scale
+
+
+def input_transformer(
+    net,
+    mean: np.ndarray | None = None,
+    input_scale: float | None = None,
+    raw_scale: float | None = None,
+    channel_swap: Sequence[int] | None = None,
+) -> Transformer:
+    """The Transformer of a net's first input as pycaffe's Classifier and Detector set it up: transpose
+    H x W x K -> K x H x W, then each given setting."""
+    name = net.inputs[0]
+    t = Transformer({name: net.blobs[name].data.shape})
+    t.set_transpose(name, (2, 0, 1))
+    if mean is not None:
+        t.set_mean(name, mean)
+    if input_scale is not None:
+        t.set_input_scale(name, input_scale)
+    if raw_scale is not None:
+        t.set_raw_scale(name, raw_scale)
+    if channel_swap is not None:
+        t.set_channel_swap(name, channel_swap)
+    return t
