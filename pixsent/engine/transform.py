@@ -19,6 +19,16 @@ from pixsent.engine.rng import CaffeRng
 from pixsent.errors import DataError, PixsentError
 
 
+def read_mean_file(mean_file: str, layer: str) -> np.ndarray:
+    """A transform_param.mean_file as a contiguous float32 mean image; errors name the layer."""
+    from pixsent.formats.binaryproto import read_mean
+
+    try:
+        return np.ascontiguousarray(read_mean(mean_file), dtype=np.float32)
+    except PixsentError as exc:
+        raise DataError(f"layer {layer!r}: transform_param.mean_file: {exc}") from None
+
+
 @dataclass(frozen=True)
 class TransformDraw:
     """The random choices for one image: crop offsets and whether to mirror."""
@@ -46,12 +56,7 @@ class DataTransformer:
         if param.mean_file and param.mean_value:
             raise DataError(f"layer {layer!r}: specify mean_file or mean_value, not both")
         if param.mean_file:
-            from pixsent.formats.binaryproto import read_mean
-
-            try:
-                self.mean = np.ascontiguousarray(read_mean(param.mean_file), dtype=np.float32)
-            except PixsentError as exc:
-                raise DataError(f"layer {layer!r}: transform_param.mean_file: {exc}") from None
+            self.mean = read_mean_file(param.mean_file, layer)
             self.mean_file = str(param.mean_file)
         elif param.mean_value:
             self.mean_values = np.asarray(param.mean_value, dtype=np.float32)

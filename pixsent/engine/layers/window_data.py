@@ -15,7 +15,8 @@ from pixsent.engine.layers.base import Layer, Shape
 from pixsent.engine.layers.data import _Prefetcher
 from pixsent.engine.layers.guards import count_bottoms, count_tops
 from pixsent.engine.registry import register_layer
-from pixsent.errors import DataError, NetError, PixsentError
+from pixsent.engine.transform import read_mean_file
+from pixsent.errors import DataError, NetError
 
 F32 = np.float32
 
@@ -259,12 +260,7 @@ class WindowData(Layer):
         if t.mean_file and t.mean_value:
             raise NetError(f"layer {self.name!r}: cannot specify mean_file and mean_value at the same time")
         if t.mean_file:
-            from pixsent.formats.binaryproto import read_mean
-
-            try:
-                self.mean = np.ascontiguousarray(read_mean(t.mean_file), dtype=np.float32)
-            except PixsentError as exc:
-                raise DataError(f"layer {self.name!r}: transform_param.mean_file: {exc}") from None
+            self.mean = read_mean_file(t.mean_file, self.name)
         elif t.mean_value:
             values = np.asarray(t.mean_value, dtype=np.float32)
             if values.size not in (1, channels):
