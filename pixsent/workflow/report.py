@@ -55,7 +55,6 @@ def _log_seconds(log: Path) -> tuple[float | None, int]:
     snapshot it starts from)."""
     seconds = 0.0
     iterations = 0
-    seen = False
     year = datetime.now().year
     segments: list[list[tuple[float, int | None]]] = [[]]
     for line in log.read_text(errors="replace").splitlines():
@@ -72,12 +71,11 @@ def _log_seconds(log: Path) -> tuple[float | None, int]:
     for seg in segments:
         if not seg:
             continue
-        seen = True
         seconds += seg[-1][0] - seg[0][0]
         its = [i for _, i in seg if i is not None]
         if its:
             iterations += max(its) - min(its)
-    return (seconds if seen else None), iterations
+    return (seconds if any(segments) else None), iterations
 
 
 def _gnu_times(paths: list[Path]) -> dict:
