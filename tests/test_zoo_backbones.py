@@ -182,3 +182,68 @@ def test_fc9_twitter_for_squeezenet_keeps_the_classifier_and_adds_a_layer_on_its
     ref = read_weights(squeezenet_dir / "squeezenet_dc.caffemodel")
     assert np.array_equal(deployed.params["conv_final"][0].data, ref["conv_final"][0])  # kept, pre-trained
     assert deployed.params["fc9_twitter"][0].data.shape == (2, 1000)
+
+
+def test_learnable_blob_counts_follow_caffe():
+    def lp(text: str) -> caffe_pb2.LayerParameter:
+        from pixsent.formats.prototxt import parse_message
+
+        return parse_message(text, caffe_pb2.LayerParameter())
+
+    count = finetune.learnable_blob_count
+    assert count(lp('type: "Convolution" convolution_param { bias_term: false }')) == 1
+    assert count(lp('type: "InnerProduct"')) == 2
+    assert count(lp('type: "Scale" bottom: "x"')) == 1
+    assert count(lp('type: "Scale" bottom: "x" scale_param { bias_term: true }')) == 2
+    assert count(lp('type: "Scale" bottom: "x" bottom: "s" scale_param { bias_term: true }')) == 1
+    assert count(lp('type: "BatchNorm"')) == 3
+    assert count(lp('type: "ReLU"')) == 0
+
+
+def test_frozen_and_top_heads_freeze_below_their_first_learning_layer(squeezenet_dir):
+    """-top: SqueezeNet learns from fire9 on, every blob below has lr_mult 0 and the engine's backward
+    stops there (Caffe's need_backward); -frozen: only the new classifier learns."""
+    from pixsent.engine.net import Net
+
+    deploy = str(squeezenet_dir / "SqueezeNet_deploy.prototxt")
+    cases = (("fc8_twitter-top", "fire9/conv1x1_1"), ("fc8_twitter-frozen", "conv_final_twitter"))
+    for variant, first in cases:
+        cfg = variants.VariantConfig(variant=variant, init="squeezenet-dc", backbone_deploy=deploy)
+        body = variants.deploy(cfg, batch_size=1)
+        names = [lay.name for lay in body.layer]
+        start = names.index(first)
+        for lay in body.layer[:start]:
+            assert all(p.lr_mult == 0 and p.decay_mult == 0 for p in lay.param), lay.name
+            if lay.type == "Convolution":
+                assert len(lay.param) == 2, lay.name
+        assert "relu_conv_final" not in names
+        new = body.layer[names.index("conv_final_twitter")]
+        assert [p.lr_mult for p in new.param] == [10, 20]
+        # the deploy net with a label and a loss: which layers the engine runs backward through
+        body.layer.pop()  # prob
+        label = body.layer.add(name="label", type="Input", top=["label"])
+        label.input_param.shape.add(dim=[1])
+        body.layer.add(name="loss", type="SoftmaxWithLoss", bottom=["conv_final_twitter", "label"])
+        body.layer[-1].top.append("loss")
+        net = Net(body, caffe_pb2.TRAIN)
+        need = dict(zip(net.layer_names, net.layer_need_backward))
+        learning = [n for n in net.layer_names if need[n]]
+        assert learning[0] == first and all(need[n] for n in learning)
+        assert not any(need[n] for n in net.layer_names[: net.layer_names.index(first)])
+        learnable = [n for n, lr in zip(net.learnable_param_names, net.params_lr) if lr != 0]
+        assert learnable[0].startswith(first + "/")
+
+
+def test_train_from_names_a_missing_layer_or_too_many_params_clearly(squeezenet_dir):
+    from pixsent.engine.net import Net
+
+    deploy = read_net(squeezenet_dir / "SqueezeNet_deploy.prototxt")
+    head = finetune.HeadSpec(classifier="conv_final", new_name="x", train_from="fire99")
+    with pytest.raises(NetError, match="train_from: no layer 'fire99'"):
+        finetune.body_with_head(deploy, head)
+    bad = caffe_pb2.NetParameter()
+    bad.CopyFrom(deploy)
+    relu = next(lay for lay in bad.layer if lay.type == "ReLU")
+    relu.param.add(lr_mult=0)
+    with pytest.raises(NetError, match=f"layer '{relu.name}': too many params specified"):
+        Net(bad, caffe_pb2.TEST)

@@ -281,6 +281,11 @@ class Net:
         has_lr: list[bool] = []
         has_decay: list[bool] = []
         for layer in self.layers:
+            if len(layer.param.param) > len(layer.blobs):  # net.cpp AppendParam's check
+                raise NetError(
+                    f"layer {layer.name!r}: too many params specified ({len(layer.param.param)} param "
+                    f"entries for {len(layer.blobs)} blobs)"
+                )
             if not layer.blobs:
                 continue
             self.params[layer.name] = [

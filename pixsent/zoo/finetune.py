@@ -12,6 +12,10 @@ for SqueezeNet, whose classifier is a ReLU'd 1x1 convolution followed by global 
 The paper's ``fc9_twitter`` for any backbone (``append``): the classifier and what follows it stay as
 pre-trained, and a new InnerProduct with ``num_classes`` outputs (same filler and rates) reads the net's last
 output (SqueezeNet: the 1000 pooled ImageNet scores after their ReLU).
+
+``train_from`` freezes the layers before the named one (every learnable blob gets lr_mult 0, decay_mult 0),
+so Caffe's backward pass stops there: only the top of the backbone and the new classifier learn, and a
+training step costs little more than a forward pass.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ class HeadSpec:
     decay_mult: tuple[float, float] = (1.0, 0.0)
     classifier_relu: bool = True
     append: bool = False  # keep the classifier; add the new layer on the net's last output (fc9_twitter)
+    train_from: str | None = None  # first layer that learns; every layer before it is frozen (lr_mult 0)
 
 
 def _strip_inputs(deploy: caffe_pb2.NetParameter) -> caffe_pb2.NetParameter:
@@ -84,6 +89,39 @@ def _new_classifier(layer: caffe_pb2.LayerParameter, head: HeadSpec) -> None:
         layer.param.add(lr_mult=lr, decay_mult=decay)
 
 
+def learnable_blob_count(layer: caffe_pb2.LayerParameter) -> int:
+    """How many parameter blobs Caffe gives a layer (what a ``param`` entry may describe)."""
+    if layer.type in ("Convolution", "Deconvolution"):
+        return 2 if layer.convolution_param.bias_term else 1
+    if layer.type == "InnerProduct":
+        return 2 if layer.inner_product_param.bias_term else 1
+    if layer.type == "Scale":  # the scale is a blob unless a second bottom gives it; the bias is optional
+        return (len(layer.bottom) == 1) + bool(layer.scale_param.bias_term)
+    if layer.type == "Embed":
+        return 2 if layer.embed_param.bias_term else 1
+    if layer.type == "BatchNorm":
+        return 3
+    if layer.type == "PReLU":
+        return 1
+    if layer.type == "Bias":
+        return 1 if len(layer.bottom) == 1 else 0
+    return len(layer.param)
+
+
+def freeze_before(layers, name: str) -> None:
+    """Give every learnable blob of the layers before ``name`` lr_mult 0 and decay_mult 0 (in place)."""
+    index = next((i for i, lay in enumerate(layers) if lay.name == name), None)
+    if index is None:
+        raise NetError(f"train_from: no layer {name!r} in the net")
+    for layer in layers[:index]:
+        count = learnable_blob_count(layer)
+        while len(layer.param) < count:
+            layer.param.add()
+        for spec in layer.param:
+            spec.lr_mult = 0.0
+            spec.decay_mult = 0.0
+
+
 def body_with_head(deploy: caffe_pb2.NetParameter, head: HeadSpec) -> tuple[caffe_pb2.NetParameter, str]:
     """(the backbone's layers with the new classifier and no inputs or final Softmax, the logits blob)."""
     body = _strip_inputs(deploy)
@@ -99,6 +137,8 @@ def body_with_head(deploy: caffe_pb2.NetParameter, head: HeadSpec) -> tuple[caff
         )
         _new_classifier(new, head)
         layers.append(new)
+        if head.train_from is not None:
+            freeze_before(layers, head.train_from)
         return body, head.new_name
     old_top = layers[index].top[0]
     _new_classifier(layers[index], head)
@@ -113,6 +153,8 @@ def body_with_head(deploy: caffe_pb2.NetParameter, head: HeadSpec) -> tuple[caff
         layers.extend(keep)
     while layers and layers[-1].type == "Softmax":  # a deploy net's ``prob``: the loss layer replaces it
         layers.pop()
+    if head.train_from is not None:
+        freeze_before(layers, head.new_name if head.train_from == head.classifier else head.train_from)
     if not layers:
         raise NetError(f"net {deploy.name!r}: nothing left after removing inputs and the final Softmax")
     return body, layers[-1].top[0]

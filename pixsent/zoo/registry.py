@@ -60,6 +60,7 @@ class ModelEntry:
     decode: str | None = None  # zoo.decoders name that turns ``archive`` (+ deploy) into ``file``
     input_size: int = 227  # crop the deploy net takes
     classifier: str | None = None  # the ImageNet classifier layer a fine-tune replaces
+    top_stage: str | None = None  # first layer of the last stage (what ``-top`` trains)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -94,6 +95,7 @@ def _entry(raw: dict[str, Any], means: dict[str, MeanSpec], source: Path) -> Mod
             decode=raw.get("decode"),
             input_size=int(raw.get("input_size", 227)),
             classifier=raw.get("classifier"),
+            top_stage=raw.get("top_stage"),
             raw=raw,
         )
     except KeyError as exc:

@@ -169,12 +169,16 @@ BASE_LR: dict[str, float] = {"fc6-2": 0.0001}
 # without it at the rate of the pre-trained layers (lr_mult 1/2). fc9_twitter keeps the classifier and what
 # follows it (SqueezeNet: ReLU, global pooling) and adds the new layer on the pooled ImageNet scores, as the
 # paper's fc9_twitter keeps CaffeNet's fc8. `pixsent select` chooses among them on inner validation splits
-# of the training folds only.
+# of the training folds only. The -frozen and -top heads train less of the net (the new classifier alone, or
+# with the backbone's last stage, the registry's ``top_stage``): a step costs little more than a forward pass,
+# and a small dataset moves fewer of the ImageNet weights.
 BACKBONE_HEADS: dict[str, dict[str, object]] = {
     "fc8_twitter": {},
     "fc8_twitter-norelu": {"classifier_relu": False},
     "fc8_twitter-norelu-lr1": {"classifier_relu": False, "lr_mult": (1.0, 2.0)},
     "fc9_twitter": {"append": True},
+    "fc8_twitter-frozen": {"classifier_relu": False, "train_from": "@classifier"},
+    "fc8_twitter-top": {"classifier_relu": False, "train_from": "@top_stage"},
 }
 BACKBONE_VARIANTS: tuple[str, ...] = tuple(BACKBONE_HEADS)
 VARIANTS: tuple[str, ...] = tuple(HEADS)
@@ -249,13 +253,19 @@ def _backbone_head(cfg: VariantConfig):
         backbone = read_net(cfg.backbone_deploy)
     else:
         backbone = model_zoo.read_deploy(cfg.init)
+    settings = dict(BACKBONE_HEADS[cfg.variant])
+    where = settings.get("train_from")
+    if isinstance(where, str) and where.startswith("@"):
+        settings["train_from"] = getattr(entry, where[1:])
+        if settings["train_from"] is None:
+            raise NetError(
+                f"variant {cfg.variant}: model {cfg.init!r} names no {where[1:]} in models/registry.json"
+            )
     head = finetune.HeadSpec(
         classifier=entry.classifier,
-        new_name="fc9_twitter"
-        if BACKBONE_HEADS[cfg.variant].get("append")
-        else f"{entry.classifier}_twitter",
+        new_name="fc9_twitter" if settings.get("append") else f"{entry.classifier}_twitter",
         num_classes=cfg.num_classes,
-        **BACKBONE_HEADS[cfg.variant],
+        **settings,
     )
     return backbone, head
 
