@@ -346,10 +346,10 @@ def test_fastpaths_context_restores_and_rejects_unknown(monkeypatch):
     with pytest.raises(ValueError, match="warp"), fastpaths(warp=True):
         pass
     monkeypatch.setenv("PIXSENT_FAST", "0")
-    assert FastPaths.from_env() == FastPaths(False, False, False, False, False, False)
+    assert FastPaths.from_env() == FastPaths(False, False, False, False, False, False, False)
     monkeypatch.setenv("PIXSENT_FAST", "1")
     monkeypatch.setenv("PIXSENT_FAST_LRN", "off")
-    assert FastPaths.from_env() == FastPaths(True, False, True, True, True, True)
+    assert FastPaths.from_env() == FastPaths(True, False, True, True, True, True, True)
     monkeypatch.setenv("PIXSENT_KEEP_HEAP", "0")
     assert not FastPaths.from_env().keep_heap
 
@@ -456,3 +456,93 @@ def test_relu_folded_into_max_pooling_gives_the_same_gradients_bit_for_bit():
     ranged, kind_ranged = _fold_grads(True, False)
     assert kind_ranged != "_MaxPoolAfterReLUBackward"  # a net not marked whole_passes never folds
     assert all(torch.equal(a, b) for a, b in zip(_fold_grads(False, False)[0], ranged))
+
+
+# ---------------------------------------------------------------- Convolution + BatchNorm + Scale folded
+_RESIDUAL = """
+name: "bnfold"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 12 dim: 12 } } }
+layer { name: "label" type: "Input" top: "label" input_param { shape { dim: 2 } } }
+layer { name: "c1" type: "Convolution" bottom: "data" top: "c1" %(frozen)s
+  convolution_param { num_output: 6 kernel_size: 3 pad: 1 weight_filler { type: "gaussian" std: 0.3 } } }
+layer { name: "bn1" type: "BatchNorm" bottom: "c1" top: "c1" batch_norm_param { use_global_stats: true } }
+layer { name: "s1" type: "Scale" bottom: "c1" top: "c1" %(frozen)s scale_param { bias_term: true } }
+layer { name: "r1" type: "ReLU" bottom: "c1" top: "c1" }
+layer { name: "c2" type: "Convolution" bottom: "c1" top: "c2" %(frozen1)s
+  convolution_param { num_output: 6 kernel_size: 1 bias_term: false
+    weight_filler { type: "gaussian" std: 0.3 } } }
+layer { name: "bn2" type: "BatchNorm" bottom: "c2" top: "c2" batch_norm_param { use_global_stats: true } }
+layer { name: "sum" type: "Eltwise" bottom: "c1" bottom: "c2" top: "sum" }
+layer { name: "fc" type: "InnerProduct" bottom: "sum" top: "fc"
+  inner_product_param { num_output: 2 weight_filler { type: "gaussian" std: 0.1 } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc" bottom: "label" top: "loss" }
+"""
+_FROZEN = "param { lr_mult: 0 decay_mult: 0 } param { lr_mult: 0 decay_mult: 0 }"
+_FROZEN1 = "param { lr_mult: 0 decay_mult: 0 }"
+
+
+def _bn_net(frozen: bool, phase: int = caffe_pb2.TRAIN) -> Net:
+    text = _RESIDUAL % {"frozen": _FROZEN if frozen else "", "frozen1": _FROZEN1 if frozen else ""}
+    net = make_net(text, phase)
+    rng = np.random.default_rng(7)
+    for name in ("bn1", "bn2"):
+        mean, var, factor = net.params[name]
+        mean.data[...] = rng.normal(0, 2, mean.data.shape) * 3
+        var.data[...] = rng.uniform(0.5, 4, var.data.shape) * 3
+        factor.data[...] = 3
+    gamma, beta = net.params["s1"]
+    gamma.data[...] = rng.uniform(0.5, 2, gamma.data.shape)
+    beta.data[...] = rng.normal(0, 1, beta.data.shape)
+    net.blobs["data"].data[...] = rng.normal(0, 1, (2, 3, 12, 12))
+    net.blobs["label"].data[...] = [0, 1]
+    return net
+
+
+def test_bn_scale_folded_into_the_convolution_where_nothing_learns():
+    """Two chains found (with and without Scale); a frozen TRAIN pass and a TEST pass give the layer by
+    layer values within 1e-5 and the same head gradients; a learning chain is never folded."""
+    net = _bn_net(frozen=True)
+    chains = {net.layer_names[i]: c for i, c in net._bn_chains.items()}
+    assert sorted(chains) == ["c1", "c2"] and chains["c2"].scale is None
+
+    def run(fold: bool, n: Net):
+        with fastpaths(fold_bn=fold):
+            for blobs in n.params.values():
+                for p in blobs:
+                    p.diff[...] = 0
+            n.forward()
+            n.backward()
+            diffs = [n.params[k][0].diff.copy() for k in ("fc", "c1")]
+            return n.blobs["sum"].data.copy(), *diffs, n.blobs["loss"].data.copy()
+
+    plain, folded = run(False, net), run(True, net)
+    assert all(rel(a, b) <= TOL for a, b in zip(folded, plain))
+    assert not np.array_equal(folded[0], plain[0])  # the folded path really ran
+
+    test = _bn_net(frozen=False, phase=caffe_pb2.TEST)  # TEST: no gradient, folds even learnable layers
+    with fastpaths(fold_bn=False):
+        test.forward()
+        ref = test.blobs["sum"].data.copy()
+    with fastpaths(fold_bn=True):
+        test.forward()
+    assert rel(test.blobs["sum"].data, ref) <= TOL
+
+    learning = _bn_net(frozen=False)  # c1 and s1 learn: the chain runs layer by layer, bit for bit
+    a, b = run(False, learning), run(True, learning)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b)) and np.abs(a[2]).max() > 0
+
+
+def test_bn_fold_follows_new_weights_and_skips_partial_passes():
+    net = _bn_net(frozen=True, phase=caffe_pb2.TEST)
+    with fastpaths(fold_bn=True):
+        net.forward()
+        net.params["s1"][0].data[...] *= 2  # written through pycaffe: the cached fold must see it
+        net.forward()
+        after = net.blobs["sum"].data.copy()
+        net.forward(end="bn1")  # a pass that stops inside the chain runs it layer by layer
+        partial = net.blobs["c1"].data.copy()
+    with fastpaths(fold_bn=False):
+        net.forward()
+        assert rel(after, net.blobs["sum"].data) <= TOL
+        net.forward(end="bn1")
+        assert np.array_equal(partial, net.blobs["c1"].data)

@@ -3,7 +3,8 @@
 Each fast path can be turned off to compare against the plain one (benchmarks, exactness tests) or to
 work around a platform problem: ``PIXSENT_CHANNELS_LAST=0``, ``PIXSENT_FAST_LRN=0``,
 ``PIXSENT_INPLACE_RELU=0``, ``PIXSENT_FAST_FC=0``,
-``PIXSENT_KEEP_HEAP=0``, ``PIXSENT_FOLD_RELU_POOL=0``; ``PIXSENT_FAST=0`` turns every one off.
+``PIXSENT_KEEP_HEAP=0``, ``PIXSENT_FOLD_RELU_POOL=0``, ``PIXSENT_FOLD_BN=0``; ``PIXSENT_FAST=0`` turns
+every one off. All but fold_bn give Caffe's numbers bit for bit; fold_bn differs by float32 rounding.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class FastPaths:
     are not page-faulted in again every pass; read when the first Net is built.
     fold_relu_pool: an in-place ReLU read only by a MAX pooling leaves its gradient mask to the pooling's
     backward, applied at the pooled size (nets doing whole passes only: the solver, ``caffe time``).
+    fold_bn: a Convolution with an in-place global-statistics BatchNorm and Scale after it runs as one
+    convolution where none of the three needs a gradient (engine/bn_fold.py).
     """
 
     channels_last: bool = True
@@ -47,6 +50,7 @@ class FastPaths:
     fast_fc: bool = True
     keep_heap: bool = True
     fold_relu_pool: bool = True
+    fold_bn: bool = True
 
     @classmethod
     def from_env(cls) -> FastPaths:
@@ -59,6 +63,7 @@ class FastPaths:
             fast_fc=every and _env_flag("PIXSENT_FAST_FC", True),
             keep_heap=every and _env_flag("PIXSENT_KEEP_HEAP", True),
             fold_relu_pool=every and _env_flag("PIXSENT_FOLD_RELU_POOL", True),
+            fold_bn=every and _env_flag("PIXSENT_FOLD_BN", True),
         )
 
     def use_channels_last(self, x: torch.Tensor) -> bool:

@@ -21,6 +21,7 @@ import torch
 
 import pixsent.engine.layers  # noqa: F401  (fills the layer registry)
 from pixsent.caffe.proto import caffe_pb2
+from pixsent.engine import bn_fold
 from pixsent.engine.blob import Blob
 from pixsent.engine.context import NetContext
 from pixsent.engine.fastpath import FAST
@@ -227,6 +228,7 @@ class Net:
                 latest[t] = (len(self.layers) - 1, j)
         self.outputs = sorted(available)
         self._relu_pool = self._relu_pool_pairs()
+        self._bn_chains = bn_fold.find_chains(self.layers, self.bottom_names, self.top_names)
         self.layer_need_backward = self._setup_log.finish(self._loss_tops, self.outputs)
 
     def _relu_pool_pairs(self) -> dict[int, int]:
@@ -364,8 +366,14 @@ class Net:
         )
         for i, j in self._relu_pool.items():
             self.layers[i].fold = self.layers[j].fold_relu = fold
+        chains = self._bn_chains if FAST.fold_bn else {}
+        skip_to = -1
         with torch.set_grad_enabled(grad):
             for i in range(i0, i1 + 1):
+                if i <= skip_to:  # folded into the convolution before it
+                    if grad:
+                        self._layer_tops[i] = self._layer_tops[i - 1]
+                    continue
                 layer = self.layers[i]
                 if self._may_overwrite[i]:
                     layer.inplace = not keep
@@ -374,7 +382,12 @@ class Net:
                 bottoms = [blobs[b].tensor if b in written else blobs[b].read() for b in self.bottom_names[i]]
                 if grad:
                     bottoms = [b if p else b.detach() for b, p in zip(bottoms, self._propagate[i])]
-                tops = layer.forward(bottoms)
+                chain = chains.get(i)
+                if chain is not None and bn_fold.applies(chain, i0, i1, grad, self.layer_need_backward):
+                    tops = layer.forward_with(bottoms, *bn_fold.folded_weights(chain, self.layers))
+                    skip_to = chain.last
+                else:
+                    tops = layer.forward(bottoms)
                 if layer.owns_tops and grad and keep:
                     for t in tops:
                         if t.is_leaf:

@@ -129,6 +129,13 @@ class Convolution(_ConvBase):
             for x in bottoms
         ]
 
+    def forward_with(self, bottoms: list[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor):
+        """The same convolution with other weights (a BatchNorm and Scale folded in: engine.bn_fold)."""
+        return [
+            F.conv2d(_conv_layout(x), weight, bias, self.stride, self.pad, self.dilation, self.group)
+            for x in bottoms
+        ]
+
 
 def _conv_layout(x: torch.Tensor) -> torch.Tensor:
     """The input in the memory layout convolutions run fastest on (channels-last on the CPU)."""
