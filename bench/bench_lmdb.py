@@ -115,6 +115,10 @@ def render_markdown(report: dict) -> str:
                     f"{proc['median_s']:.2f} s (runs {runs}); {versus}.",
                 ]
             out += ["", f"machine: {body['machine']}", ""]
+        elif section == "train_process":
+            from bench.bench_train_process import render
+
+            out += render(body)
         else:
             out += ["```json", json.dumps(body, indent=1), "```", ""]
     return "\n".join(out)
