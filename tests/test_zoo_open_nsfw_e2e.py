@@ -90,3 +90,27 @@ def test_layer_probes_of_the_fold_snapshot(fold, tmp_path):
     assert {(r["layer"], r["classifier"]) for r in doc["results"]} == {
         (layer, c) for layer in ("pool1", "fc_nsfw") for c in ("svm", "softmax")
     }
+
+
+def test_top_fine_tune_moves_only_the_last_stage_and_the_new_classifier(tmp_path, shared_data, open_nsfw_dir):
+    """fc8_twitter-top: after 2 SGD iterations every layer below stage 3 holds open_nsfw's weights bit for
+    bit (lr_mult 0 and decay 0; Caffe runs no backward there), the last stage and the new layer moved."""
+    from pixsent.formats.caffemodel import read_weights
+
+    small_real_split(shared_data, tmp_path, N_TRAIN, N_TEST)
+    argv = [
+        "fold", "1", "--init", "open-nsfw", "--variant", "fc8_twitter-top",
+        "--data", str(shared_data / "twitter"), "--splits", str(tmp_path / "splits"),
+        "--mirror", str(PYPI_CACHE), "--models", str(tmp_path / "models"), "--runs", str(tmp_path / "runs"),
+        "--lmdb", str(tmp_path / "lmdb"), "--batch", "4", "--max-iter", "2", "--quiet",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    run = RunPaths(tmp_path / "runs", "five", "fc8_twitter-top", "open-nsfw", 1)
+    after = read_weights(run.snapshots / "fc8_twitter-top_iter_2.caffemodel")
+    before = read_weights(tmp_path / "models" / "resnet_50_1by2_nsfw.caffemodel")
+    names = list(after)
+    top = names.index("conv_stage3_block0_proj_shortcut")
+    for name in names[:top]:
+        assert all(np.array_equal(a, b) for a, b in zip(after[name], before[name])), name
+    moved = [n for n in names[top:] if n in before and not np.array_equal(after[n][0], before[n][0])]
+    assert "conv_stage3_block2_branch2c" in moved and "fc_nsfw_twitter" in after
