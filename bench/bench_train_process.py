@@ -127,6 +127,7 @@ def run_process(solver: Path, threads: int) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(REPO))
     cmd = [sys.executable, "-m", "pixsent", "caffe", "train", "-solver", str(solver)]
     log_path = solver.parent / "train.log"
+    load = os.getloadavg()[0]
     with open(log_path, "w") as log:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=solver.parent, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -145,7 +146,19 @@ def run_process(solver: Path, threads: int) -> dict:
         "process_s": wall,
         "peak_rss_mib": usage.ru_maxrss / 1024,
         "iteration_s": {str(k): v for k, v in sorted(iters.items())},
+        # CPU seconds of the process: far below threads x wall means it waited for a busy machine
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "loadavg_before": load,
     }
+
+
+def describe(run: dict) -> str:
+    """One line of a process's figures, with its CPU seconds and the load before it (to spot contention)."""
+    return (
+        f"caffe train {ITERS} iterations: {run['process_s']:.1f} s, {run['iter_ms']:.0f} ms/iteration, "
+        f"peak RSS {run['peak_rss_mib']:.0f} MiB, CPU {run['cpu_s']:.1f} s, "
+        f"1-minute load before {run['loadavg_before']:.1f}"
+    )
 
 
 def summarise(runs: list[dict], threads: int) -> dict:
@@ -187,6 +200,10 @@ def render(body: dict) -> list[str]:
             f"| {what} | {spec.format(c[key])} {unit} | {spec.format(ours)} {unit} | {c[key] / ours:.2f}x | "
             f"{per_run} |"
         )
+    if all("cpu_s" in r for r in body["runs"]):  # sections of the first version lack them
+        cpu = ", ".join(f"{r['cpu_s']:.1f}" for r in body["runs"])
+        load = ", ".join(f"{r['loadavg_before']:.1f}" for r in body["runs"])
+        out += ["", f"CPU seconds (user + sys) of each process: {cpu}; 1-minute load before each: {load}."]
     return [*out, "", f"machine: {body['machine']}", ""]
 
 
@@ -221,12 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for _ in range(args.runs or (1 if args.quick else 3)):
         runs.append(run_process(solver, args.threads))
-        r = runs[-1]
-        print(
-            f"caffe train {ITERS} iterations: {r['process_s']:.1f} s, {r['iter_ms']:.0f} ms/iteration, "
-            f"peak RSS {r['peak_rss_mib']:.0f} MiB",
-            flush=True,
-        )
+        print(describe(runs[-1]), flush=True)
     section = summarise(runs, args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     merge_report(section, args.out)

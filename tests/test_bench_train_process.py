@@ -70,10 +70,10 @@ def test_net_reads_the_cached_fold_at_batch_32(btp, tmp_path: Path) -> None:
 
 
 def test_summary_takes_medians_of_the_processes(btp) -> None:
+    figures = [(700.0, 12.0, 1500.0), (650.0, 11.0, 1400.0), (900.0, 15.0, 1450.0)]
     runs = [
-        {"iter_ms": 700.0, "process_s": 12.0, "peak_rss_mib": 1500.0},
-        {"iter_ms": 650.0, "process_s": 11.0, "peak_rss_mib": 1400.0},
-        {"iter_ms": 900.0, "process_s": 15.0, "peak_rss_mib": 1450.0},
+        {"iter_ms": i, "process_s": p, "peak_rss_mib": m, "cpu_s": 2 * p, "loadavg_before": 0.5}
+        for i, p, m in figures
     ]
     body = btp.summarise(runs, threads=2)
     assert (body["iter_ms"], body["process_s"], body["peak_rss_mib"]) == (700.0, 12.0, 1450.0)
