@@ -129,8 +129,12 @@ def positive_unitball(shape: tuple[int, ...], p: caffe_pb2.FillerParameter, rng:
 def xavier(shape: tuple[int, ...], p: caffe_pb2.FillerParameter, rng: Rng) -> np.ndarray:
     """Uniform on [-sqrt(3/n), sqrt(3/n)], n by variance_norm (default fan_in)."""
     _no_sparse(p)
-    scale = F32(math.sqrt(F32(3) / _norm(shape, p)))
-    return _uniform(math.prod(shape), float(-scale), float(scale), rng)
+    scale = _xavier_scale(shape, p)
+    return _uniform(math.prod(shape), -scale, scale, rng)
+
+
+def _xavier_scale(shape: tuple[int, ...], p: caffe_pb2.FillerParameter) -> float:
+    return float(F32(math.sqrt(F32(3) / _norm(shape, p))))
 
 
 @register_filler("msra")
@@ -169,3 +173,41 @@ def fill(shape: tuple[int, ...], p: caffe_pb2.FillerParameter, rng: Rng) -> torc
     shape = tuple(int(d) for d in shape)
     values = np.ascontiguousarray(fn(shape, p, rng), dtype=F32)
     return torch.from_numpy(values.reshape(shape))
+
+
+#: values drawn at a time when only the stream's position matters (``advance``)
+STREAM_CHUNK = 1 << 20
+#: the one vector draw each filler type makes: gaussian (the generator's use does not depend on mean or
+#: deviation), or uniform with the bounds given (a value rounding up to the upper bound is redrawn)
+Bounds = Callable[[tuple[int, ...], caffe_pb2.FillerParameter], tuple[float, float] | None]
+_STREAM_DRAW: dict[str, Bounds] = {
+    "gaussian": lambda shape, p: None,
+    "msra": lambda shape, p: None,
+    "uniform": lambda shape, p: (float(p.min), float(p.max)),
+    "positive_unitball": lambda shape, p: (0.0, 1.0),
+    "xavier": lambda shape, p: (-_xavier_scale(shape, p), _xavier_scale(shape, p)),
+}
+
+
+def advance(shape: tuple[int, ...], p: caffe_pb2.FillerParameter, rng: Rng) -> None:
+    """Draw what ``fill(shape, p, rng)`` draws and keep nothing: a parameter another net replaces costs the
+    stream its draws (as in Caffe) but no memory. Uniform and gaussian draws consume the generator the same
+    whatever their bounds or deviation, so they run chunk by chunk; a sparse gaussian fills as usual."""
+    check_filler(p)
+    shape = tuple(int(d) for d in shape)
+    n = math.prod(shape)
+    kind = _STREAM_DRAW.get(p.type)
+    if p.type in ("constant", "bilinear"):
+        return
+    sparse_or_bad = p.type == "gaussian" and (p.sparse >= 0 or not p.std > 0)
+    odd = sparse_or_bad or (p.type == "uniform" and p.min > p.max)
+    if kind is None or odd or not isinstance(rng, CaffeRng):  # fill as usual (and fail as Caffe does)
+        fill(shape, p, rng)
+        return
+    bounds = kind(shape, p)
+    for start in range(0, n, STREAM_CHUNK):
+        count = min(STREAM_CHUNK, n - start)
+        if bounds is None:
+            rng.gaussian(count, 0.0, 1.0)
+        else:
+            rng.uniform(count, *bounds)

@@ -93,7 +93,11 @@ class Net:
         rank: int | None = None,
         world_size: int | None = None,
         log: bool = False,
+        shared_layers: Iterable[str] = (),
     ) -> None:
+        """``shared_layers``: layers whose parameters another net's replace right after set-up (a solver's
+        test nets share the train net's): their fillers draw only for the random stream's sake, deferred
+        like those a caffemodel overwrites, and their own tensors are never written (no memory)."""
         if FAST.keep_heap:
             retain_freed_memory()
         param = _load_net_param(model)
@@ -118,7 +122,8 @@ class Net:
             seed=seed,
             rank=r if rank is None else rank,
             world_size=w if world_size is None else world_size,
-            overwritten_layers=frozenset(name for src, _ in parsed for name in _layer_names(src)),
+            overwritten_layers=frozenset(name for src, _ in parsed for name in _layer_names(src))
+            | frozenset(shared_layers),
         )
         if self.ctx.device.type == "cuda":
             # Caffe computes in full float32: TF32 convolutions/matmuls would miss its numbers by ~1e-3

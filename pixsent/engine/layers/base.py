@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 
 from pixsent.caffe.proto import caffe_pb2
-from pixsent.engine.fillers import check_filler, fill
+from pixsent.engine.fillers import advance, check_filler, fill
 from pixsent.engine.rng import CaffeRng
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ class Layer:
         rng = self.ctx.filler_rng()
         if self.name in self.ctx.overwritten_layers and isinstance(rng, CaffeRng):
             check_filler(filler)
-            rng.defer(partial(fill, shape, filler, rng))
+            rng.defer(partial(advance, shape, filler, rng))
             return torch.empty(shape, dtype=torch.float32, device=self.ctx.device)
         return fill(shape, filler, rng).to(self.ctx.device)
 

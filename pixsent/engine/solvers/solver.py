@@ -171,7 +171,21 @@ class Solver:
     def _default_factory(self, net_param, phase, stages, level):
         from pixsent.engine.net import Net
 
-        return Net(net_param, phase, stages=tuple(stages), level=level, device=self.device, log=True)
+        # a test net's layers named like the train net's take its parameters right after set-up
+        train = phase == caffe_pb2.TRAIN or getattr(self, "net", None) is None
+        shared = () if train else self._shared_names()
+        return Net(
+            net_param,
+            phase,
+            stages=tuple(stages),
+            level=level,
+            device=self.device,
+            log=True,
+            shared_layers=shared,
+        )
+
+    def _shared_names(self) -> frozenset[str]:
+        return frozenset(name for name, layer in zip(self.net.layer_names, self.net.layers) if layer.blobs)
 
     def _read_net(self, path: str) -> caffe_pb2.NetParameter:
         from pixsent.formats.prototxt import read_net
