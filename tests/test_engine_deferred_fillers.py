@@ -82,3 +82,28 @@ def test_unknown_filler_is_still_an_error_at_construction(files, tmp_path):
     bad.write_text(PROTO.replace('type: "xavier"', 'type: "zigzag"'))
     with pytest.raises(NetError, match="zigzag"):
         Net(str(bad), caffe_pb2.TEST, weights=str(full))
+
+
+@pytest.mark.parametrize(
+    "filler",
+    [
+        dict(type="gaussian", std=0.01),
+        dict(type="xavier"),
+        dict(type="msra"),
+        dict(type="uniform", min=-1, max=2),
+        dict(type="positive_unitball"),
+        dict(type="gaussian", std=0.01, sparse=3),
+        dict(type="constant", value=2),
+    ],
+)
+def test_advance_moves_the_stream_as_far_as_the_fill(filler):
+    """What a shared or overwritten parameter draws, chunk by chunk (fc6's 37.7 M values span 36 chunks)."""
+    from pixsent.engine.fillers import advance, fill
+    from pixsent.engine.rng import CaffeRng
+
+    p = caffe_pb2.FillerParameter(**filler)
+    for shape in ((4096, 9216), (7, 5, 3, 3)):
+        a, b = CaffeRng(1701), CaffeRng(1701)
+        fill(shape, p, a)
+        advance(shape, p, b)
+        assert np.array_equal(a.get_state(), b.get_state()), shape
