@@ -106,7 +106,8 @@ def plot_logs(logs: Sequence[Path], out: Path, labels: Sequence[str] | None = No
     ax_a.set(xlabel="iteration", ylabel="test accuracy", title="test accuracy")
     for ax in (ax_l, ax_a):
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:  # a log without test passes leaves the accuracy panel empty
+            ax.legend()
     if title:
         fig.suptitle(title)
     fig.tight_layout()
