@@ -602,13 +602,13 @@ def read_report(out_dir: Path) -> dict:
     return json.loads(json_path.read_text()) if json_path.is_file() else {}
 
 
-def merge_report(section: dict, out_dir: Path) -> None:
-    """Read-modify-write report.json (only the "engine" key), then regenerate report.md."""
+def merge_report(section: dict, out_dir: Path, key: str = "engine") -> None:
+    """Read-modify-write report.json (only ``key``'s section), then regenerate report.md."""
     from pixsent.formats.atomic import atomic_write_text
 
     json_path, md_path = out_dir / "report.json", out_dir / "report.md"
     report = read_report(out_dir)
-    report["engine"] = section
+    report[key] = section
     atomic_write_text(json_path, json.dumps(report, indent=1, sort_keys=True) + "\n")
     atomic_write_text(md_path, render_markdown(report))
 

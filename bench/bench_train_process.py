@@ -21,7 +21,6 @@ bench/report.md; bench_engine.py's issue-15 table reads it from there.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -209,14 +208,9 @@ def render(body: dict) -> list[str]:
 
 def merge_report(section: dict, out_dir: Path) -> None:
     """Read-modify-write report.json (only the "train_process" key), then regenerate report.md."""
-    from bench.bench_engine import render_markdown
-    from pixsent.formats.atomic import atomic_write_text
+    from bench.bench_engine import merge_report as merge_section
 
-    json_path, md_path = out_dir / "report.json", out_dir / "report.md"
-    report = json.loads(json_path.read_text()) if json_path.is_file() else {}
-    report["train_process"] = section
-    atomic_write_text(json_path, json.dumps(report, indent=1, sort_keys=True) + "\n")
-    atomic_write_text(md_path, render_markdown(report))
+    merge_section(section, out_dir, key="train_process")
 
 
 def main(argv: list[str] | None = None) -> int:
