@@ -34,7 +34,7 @@ maps: setup ## Figure 7: sentiment maps of IMAGES with WEIGHTS (a _conv.caffemod
 FIG7_RUN ?= runs/five/fc8_twitter-squeezenet-dc/fold1
 # passed over: a test image of fold 1 whose caption holds a slur (not for a README figure)
 FIG7_EXCLUDE ?= 57251215_463865158595383296_BmrpgvFIEAAgw7W.jpg
-FIG7_OUT ?= docs/figure7_squeezenet.png
+FIG7_OUT ?= docs/figure7.png
 figure7: setup ## Figure 7 of a fine-tuned fold (FIG7_RUN): maps of 8 of its test images -> FIG7_OUT (a PNG grid)
 	$(PY) -m pixsent maps --run $(FIG7_RUN) --test-images 8 --image-dir $(LAYERS_IMAGES) \
 		$(if $(FIG7_EXCLUDE),--exclude $(FIG7_EXCLUDE)) --out $(MAPS_OUT)/figure7 --grid $(FIG7_OUT) \
