@@ -70,10 +70,7 @@ def folded_weights(chain: FoldChain, layers) -> tuple[torch.Tensor, torch.Tensor
     with torch.no_grad():
         weight = conv.blobs[0].detach()
         d = torch.float64
-        s = bn.blobs[2].detach().to(d)[0]
-        factor = torch.zeros_like(s) if float(s) == 0 else 1.0 / s
-        mean = bn.blobs[0].detach().to(d) * factor
-        var = bn.blobs[1].detach().to(d) * factor
+        mean, var = bn.global_stats(d)
         a = 1.0 / torch.sqrt(var + bn.eps)
         c = -mean * a
         if scale is not None:

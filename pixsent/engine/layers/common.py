@@ -397,16 +397,19 @@ class BatchNorm(Layer):
                 )
         return [shape]
 
+    def global_stats(self, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, variance) in use with global statistics: blob / s, 0 where s is 0 (optionally in dtype)."""
+        s = self.blobs[2].detach().to(dtype)[0]
+        factor = torch.where(s == 0, torch.zeros_like(s), 1.0 / s)
+        return self.blobs[0].detach().to(dtype) * factor, self.blobs[1].detach().to(dtype) * factor
+
     def forward(self, bottoms: list[torch.Tensor]) -> list[torch.Tensor]:
         x = bottoms[0]
         c = x.shape[1]
         view = (1, c) + (1,) * (x.dim() - 2)
         dims = [0] + list(range(2, x.dim()))
         if self.use_global:
-            s = self.blobs[2].detach()[0]
-            factor = torch.where(s == 0, torch.zeros_like(s), 1.0 / s)
-            mean = self.blobs[0].detach() * factor
-            var = self.blobs[1].detach() * factor
+            mean, var = self.global_stats()
         else:
             mean = x.mean(dim=dims)
             var = ((x - mean.reshape(view)) ** 2).mean(dim=dims)
