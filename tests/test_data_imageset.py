@@ -221,10 +221,10 @@ def test_malformed_list_line_names_file_and_line(golden, tmp_path):
     assert not (tmp_path / "db").exists()
 
 
-def _boom(job):
+def _boom(job, *rest):
     if job.index == 5:
         raise RuntimeError("worker died")
-    return _real_work(job)
+    return _real_work(job, *rest)
 
 
 _real_work = imageset._work
@@ -240,16 +240,75 @@ def test_interrupted_build_leaves_nothing_under_final_name(golden, tmp_path, mon
     assert os.listdir(tmp_path) == []  # neither the final name nor a temporary sibling is left
 
 
-def _die(job):
+def _interrupt(job, *rest):
     if job.index == 3:
-        os._exit(1)  # a worker killed midway: the pool cannot deliver its result
-    return _real_work(job)
+        raise KeyboardInterrupt  # Ctrl-C while a decode thread works
+    return _real_work(job, *rest)
 
 
-def test_killed_worker_process_leaves_nothing(golden, tmp_path, monkeypatch):
-    monkeypatch.setattr(imageset, "_work", _die)  # module level: workers receive it by reference
-    from concurrent.futures.process import BrokenProcessPool
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_in_a_decode_thread_leaves_nothing_and_restores_opencv_threads(
+    golden, tmp_path, monkeypatch, workers
+):
+    import cv2
 
-    with pytest.raises(BrokenProcessPool):
-        convert_imageset(golden / "images", golden / "train.txt", tmp_path / "db", workers=2, progress=False)
+    before = cv2.getNumThreads()
+    monkeypatch.setattr(imageset, "_work", _interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        convert_imageset(
+            golden / "images", golden / "train.txt", tmp_path / "db", workers=workers, progress=False
+        )
+    assert cv2.getNumThreads() == before
     assert os.listdir(tmp_path) == []
+
+
+def _entropy_walk(data: bytes, pos: int) -> int:
+    """The marker search spelled out byte by byte: skip FF 00 and FF D0..D7, step over fill FFs."""
+    while True:
+        pos = data.find(b"\xff", pos)
+        if pos < 0 or pos + 1 >= len(data):
+            return -1
+        nxt = data[pos + 1]
+        if nxt == 0x00 or 0xD0 <= nxt <= 0xD7:
+            pos += 2
+        elif nxt == 0xFF:
+            pos += 1
+        else:
+            return pos
+
+
+def test_entropy_scan_finds_the_marker_the_byte_walk_finds():
+    """The regex scan of entropy-coded data equals the byte walk on 3000 random strings rich in FF runs,
+    stuffed bytes and restart markers, from every start position of the short ones."""
+    from pixsent.data.jpeg import _skip_entropy
+
+    rng = np.random.RandomState(7)
+    alphabet = np.array([0xFF, 0x00, 0xD0, 0xD7, 0xD8, 0xD9, 0xDA, 0x12, 0xFE], np.uint8)
+    for n in range(3000):
+        data = alphabet[rng.randint(0, len(alphabet), rng.randint(0, 40))].tobytes()
+        starts = range(len(data) + 1) if n < 500 else [0]
+        for pos in starts:
+            assert _skip_entropy(data, pos) == _entropy_walk(data, pos), (data.hex(), pos)
+
+
+def test_raw_datums_of_real_twitter_images_equal_the_per_file_decoder(shared_data, tmp_path):
+    """convert_imageset (2 decode threads, one read per file) stores for 40 real Twitter JPEGs the pixels
+    cv2.imread + cv2.resize give, byte for byte."""
+    import cv2
+
+    from pixsent.formats.lmdb_io import LMDBReader
+
+    images = shared_data / "twitter" / "images"
+    names = sorted(p.name for p in images.glob("*.jpg"))[::32][:40]
+    (tmp_path / "list.txt").write_text("".join(f"{n} {i % 2}\n" for i, n in enumerate(names)))
+    convert_imageset(
+        images, tmp_path / "list.txt", tmp_path / "db", resize=(256, 256), workers=2, progress=False
+    )
+    with LMDBReader(tmp_path / "db") as db:
+        datums = [d for _, d in db.datums()]
+    assert len(datums) == len(names)
+    for name, datum in zip(names, datums, strict=True):
+        img = cv2.resize(
+            cv2.imread(str(images / name), cv2.IMREAD_COLOR), (256, 256), interpolation=cv2.INTER_LINEAR
+        )
+        assert datum.data == img.transpose(2, 0, 1).tobytes(), name

@@ -100,9 +100,9 @@ SLOW_CONVERT = """
 import sys, time
 import pixsent.data.imageset as m
 work = m._work
-def slow(job):
+def slow(job, *rest):
     time.sleep(0.2)
-    return work(job)
+    return work(job, *rest)
 m._work = slow
 from pixsent.cli import main
 sys.exit(main(sys.argv[1:]))

@@ -1,8 +1,8 @@
 """Start-up shared by the Caffe-named executables in tools/: run inside the repository's .venv, then the
 pixsent command of the same name.
 
-The executables only call ``run_tool`` under a ``__main__`` guard: worker processes started with spawn or
-forkserver (convert_imageset's decoders) import the script again, and must not re-run the command.
+The executables only call ``run_tool`` under a ``__main__`` guard: importing a script (a test, a process
+started with spawn or forkserver) must not run the command.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ def _convert_parser() -> argparse.ArgumentParser:
     p.add_argument("--check_size", action="store_true")
     p.add_argument("--strict", action="store_true", help="abort on the first unreadable image")
     p.add_argument("--overwrite", action="store_true", help="replace an existing DB_NAME")
-    p.add_argument("--workers", type=int, default=None, help="decode processes (default: min(2, cores))")
+    p.add_argument("--workers", type=int, default=None, help="decode threads (default: min(2, cores))")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 

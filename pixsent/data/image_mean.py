@@ -28,7 +28,7 @@ def datum_pixels(datum: caffe_pb2.Datum, *, where: str = "datum") -> np.ndarray:
             raise FormatError(f"{where}: encoded Datum cannot be decoded")
         from pixsent.data.images import to_chw
 
-        return to_chw(img)
+        return np.ascontiguousarray(to_chw(img))
     shape = (datum.channels, datum.height, datum.width)
     if datum.data:
         if len(datum.data) != int(np.prod(shape)):

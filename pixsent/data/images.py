@@ -37,19 +37,27 @@ class ImageOptions:
 def read_image(path: str | Path, height: int = 0, width: int = 0, gray: bool = False) -> np.ndarray | None:
     """Return H x W x 3 BGR (or H x W gray) uint8, resized when both sizes > 0; None if unreadable."""
     flag = cv2.IMREAD_GRAYSCALE if gray else cv2.IMREAD_COLOR
-    img = cv2.imread(str(path), flag)
-    if img is None:
-        return None
-    if height > 0 and width > 0:
+    return _resized(cv2.imread(str(path), flag), height, width)
+
+
+def decode_image(data: bytes, height: int = 0, width: int = 0, gray: bool = False) -> np.ndarray | None:
+    """read_image for a file's bytes already in memory (cv::imdecode: the same decoders and flags)."""
+    flag = cv2.IMREAD_GRAYSCALE if gray else cv2.IMREAD_COLOR
+    return _resized(cv2.imdecode(np.frombuffer(data, np.uint8), flag), height, width)
+
+
+def _resized(img: np.ndarray | None, height: int, width: int) -> np.ndarray | None:
+    if img is not None and height > 0 and width > 0:
         img = cv2.resize(img, (width, height), interpolation=cv2.INTER_LINEAR)
     return img
 
 
 def to_chw(img: np.ndarray) -> np.ndarray:
-    """H x W x C (or H x W) -> contiguous C x H x W uint8, Caffe's Datum pixel order."""
+    """H x W x C (or H x W) -> C x H x W uint8 view, Caffe's Datum pixel order (``tobytes`` copies it once,
+    in that order)."""
     if img.ndim == 2:
         img = img[:, :, None]
-    return np.ascontiguousarray(img.transpose(2, 0, 1))
+    return img.transpose(2, 0, 1)
 
 
 def unreadable_reason(path: str | Path) -> str:
@@ -76,13 +84,18 @@ def guess_encoding(filename: str) -> str:
 
 
 def image_to_datum(path: str | Path, label: int, opts: ImageOptions) -> caffe_pb2.Datum | None:
-    """ReadImageToDatum: a Datum for one image file, or None when OpenCV cannot decode it or it is a JPEG
-    cut short (which OpenCV would decode with grey rows; see pixsent.data.jpeg)."""
-    from pixsent.data.jpeg import truncated_jpeg
+    """ReadImageToDatum: a Datum for one image file, or None when it cannot be read, OpenCV cannot decode
+    it or it is a JPEG cut short (which OpenCV would decode with grey rows; see pixsent.data.jpeg). The
+    file is read once: the truncation check, the decoder and an encoded Datum share its bytes."""
+    from pixsent.data.jpeg import is_jpeg, jpeg_complete
 
-    if truncated_jpeg(path):
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
         return None
-    img = read_image(path, opts.height, opts.width, opts.gray)
+    if is_jpeg(data) and not jpeg_complete(data):
+        return None
+    img = decode_image(data, opts.height, opts.width, opts.gray)
     if img is None:
         return None
     datum = caffe_pb2.Datum()
@@ -93,7 +106,7 @@ def image_to_datum(path: str | Path, label: int, opts: ImageOptions) -> caffe_pb
             and not opts.resizes
             and extension_matches(str(path), opts.encoding)
         ):
-            datum.data = Path(path).read_bytes()
+            datum.data = data
         else:
             ok, buf = cv2.imencode("." + opts.encoding.lstrip("."), img)
             if not ok:

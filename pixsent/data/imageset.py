@@ -12,13 +12,13 @@ path as strings; pixsent inserts a '/' when ROOTFOLDER lacks one.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from pixsent.data.imagelist import ListEntry, read_image_list
@@ -50,75 +50,51 @@ class _Job:
     line: int
 
 
-_OPTS: ImageOptions | None = None
-_ROOT = ""
-_WORK = None  # the per-job function a worker runs (set by _init_worker; _work unless replaced)
-
-
-def _init_worker(root: str, opts: ImageOptions, work=None) -> None:
-    """Worker initialiser: one OpenCV thread per process (the pool provides the parallelism)."""
-    global _OPTS, _ROOT, _WORK
-    import cv2
-
-    cv2.setNumThreads(1)
-    _OPTS, _ROOT, _WORK = opts, root, work
-
-
 def _join(root: str, path: str) -> str:
     if not root or root.endswith(("/", os.sep)):
         return root + path
     return f"{root}/{path}"
 
 
-def _work(job: _Job) -> tuple[_Job, bytes | None]:
+def _work(job: _Job, root: str, opts: ImageOptions) -> tuple[_Job, bytes | None]:
     """Decode one list entry into a serialized Datum (None when unreadable)."""
-    assert _OPTS is not None
-    opts = _OPTS
     if opts.encoding == "?":  # --encoded without --encode_type: Caffe guesses from the extension
         opts = ImageOptions(opts.height, opts.width, opts.gray, guess_encoding(job.path))
-    datum = image_to_datum(_join(_ROOT, job.path), job.label, opts)
+    datum = image_to_datum(_join(root, job.path), job.label, opts)
     return job, None if datum is None else datum.SerializeToString()
-
-
-def _work_chunk(jobs: list[_Job]) -> list[tuple[_Job, bytes | None]]:
-    """Pool entry point (module level, so it pickles): decode a chunk of jobs in a worker."""
-    work = _WORK or _work
-    return [work(job) for job in jobs]
 
 
 def _results(
     jobs: list[_Job], root: str, opts: ImageOptions, workers: int
 ) -> Iterator[tuple[_Job, bytes | None]]:
-    """Yield (job, value) in list order, decoded by WORKERS processes when > 1.
+    """Yield (job, value) in list order, decoded by WORKERS threads when > 1.
 
-    A ProcessPoolExecutor is used because it fails loudly (BrokenProcessPool) when a worker dies, where
-    multiprocessing.Pool would wait forever for the lost result; chunks are submitted a window at a time.
+    Threads, not processes: reading, the JPEG check's scan, OpenCV's decode and resize and the pixel copy
+    run without the GIL, and nothing has to start a worker or ship 200 KB datums between processes. Jobs
+    are submitted a window ahead of the consumer, so memory stays bounded; an error in a worker is raised
+    here, in order. OpenCV's own threads are set to 1 for the build (the workers are the parallelism) and
+    restored afterwards.
     """
     if workers <= 1:
-        global _OPTS, _ROOT
-        _OPTS, _ROOT = opts, root  # in-process: leave the caller's OpenCV thread setting alone
-        yield from map(_work, jobs)
+        yield from (_work(job, root, opts) for job in jobs)
         return
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor
 
-    size = max(1, min(16, len(jobs) // (workers * 4) or 1))
-    chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
-    # never plain fork: the caller may hold OpenCV, torch or tqdm threads whose locks a forked child inherits
-    # held (a deadlock seen in the test suite); a fork server forks from a clean single-threaded process
-    ctx = mp.get_context("forkserver" if sys.platform.startswith("linux") else "spawn")
-    init = (root, opts, _work)
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=init)
+    cv_threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="convert_imageset")
     try:
-        window = workers * 4
-        futures = [pool.submit(_work_chunk, c) for c in chunks[:window]]
-        for i in range(len(chunks)):
+        window = workers * 8
+        futures = [pool.submit(_work, job, root, opts) for job in jobs[:window]]
+        for i in range(len(jobs)):
             result = futures[i].result()
             futures[i] = None  # free memory as we go
-            if i + window < len(chunks):
-                futures.append(pool.submit(_work_chunk, chunks[i + window]))
-            yield from result
+            if i + window < len(jobs):
+                futures.append(pool.submit(_work, jobs[i + window], root, opts))
+            yield result
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        cv2.setNumThreads(cv_threads)
 
 
 def _writer(db_path: Path, overwrite: bool, expected_bytes: int = 0):

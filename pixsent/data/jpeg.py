@@ -11,6 +11,7 @@ restart marker), and whatever follows EOI is ignored, as libjpeg ignores it.
 from __future__ import annotations
 
 import os
+import re
 
 SOI, EOI, SOS = 0xD8, 0xD9, 0xDA
 _STANDALONE = {0x01, *range(0xD0, 0xD8)}  # TEM and RST0..RST7 carry no length
@@ -21,20 +22,15 @@ def is_jpeg(head: bytes) -> bool:
     return head[:3] == b"\xff\xd8\xff"
 
 
+# In entropy-coded data a marker is FF followed by anything but 00 (a stuffed byte), D0..D7 (a restart
+# marker) or another FF (a fill byte; the marker starts at the last FF): one C-level regex search per scan.
+_MARKER_AFTER_ENTROPY = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+
 def _skip_entropy(data: bytes, pos: int) -> int:
     """Index of the FF of the first marker after entropy-coded data starting at ``pos`` (-1 at the end)."""
-    n = len(data)
-    while True:
-        pos = data.find(b"\xff", pos)
-        if pos < 0 or pos + 1 >= n:
-            return -1
-        nxt = data[pos + 1]
-        if nxt == 0x00 or 0xD0 <= nxt <= 0xD7:
-            pos += 2
-        elif nxt == 0xFF:
-            pos += 1  # fill byte before a marker
-        else:
-            return pos
+    found = _MARKER_AFTER_ENTROPY.search(data, pos)
+    return -1 if found is None else found.start()
 
 
 def jpeg_complete(data: bytes) -> bool:

@@ -116,33 +116,71 @@ class LMDBWriter:
         self.commit_every = max(1, int(commit_every))
         self.expected_bytes = int(expected_bytes)
         self._written_bytes = 0
-        self._pending: list[tuple[bytes, bytes]] = []
+        self._pending: list[tuple[bytes, bytes]] = []  # written since the last commit, kept to replay
+        self._txn: lmdb.Transaction | None = None
         self.count = 0
         self._tmp = sibling_path(self.path, "tmp")
         try:
-            self._env = lmdb.open(str(self._tmp), map_size=int(map_size), subdir=True)
+            # no sync per commit: the database is synced once in close() before it takes its final name
+            self._env = lmdb.open(str(self._tmp), map_size=int(map_size), subdir=True, sync=False)
         except lmdb.Error as exc:
             self._failed(exc, 0)
 
     def put(self, key: bytes, value: bytes) -> None:
-        """Store ``value`` under ``key`` (committed in batches)."""
+        """Store ``value`` under ``key``: written into the open transaction at once (so the copying is spread
+        over the build), committed every ``commit_every`` entries."""
         if self._env is None:
             raise DataError(f"{self.path}: writer already closed")
-        self._pending.append((bytes(key), bytes(value)))
+        item = (bytes(key), bytes(value))
+        self._pending.append(item)
         self.count += 1
+        try:
+            self._txn_put(*item)
+        except lmdb.MapFullError:
+            self._grow()
+            self._replay()
         if len(self._pending) >= self.commit_every:
             self.flush()
 
+    def _txn_put(self, key: bytes, value: bytes) -> None:
+        """One put into the open write transaction (begun when none is open); MapFullError passes through."""
+        try:
+            if self._txn is None:
+                self._txn = self._env.begin(write=True)
+            self._txn.put(key, value)
+        except lmdb.MapFullError:
+            raise
+        except lmdb.Error as exc:
+            self._failed(exc, len(key) + len(value))
+
+    def _grow(self) -> None:
+        """Drop the open transaction and double the map size (Caffe's wrapper grows the map the same way)."""
+        if self._txn is not None:
+            self._txn.abort()
+            self._txn = None
+        self._env.set_mapsize(self._env.info()["map_size"] * 2)
+
+    def _replay(self) -> None:
+        """Write the uncommitted batch into a fresh transaction, growing the map until it fits."""
+        while True:
+            try:
+                for key, value in self._pending:
+                    self._txn_put(key, value)
+                return
+            except lmdb.MapFullError:
+                self._grow()
+
     def flush(self) -> None:
-        """Commit the pending batch, doubling the map size as often as needed to fit it."""
+        """Commit the open transaction (the pending batch)."""
         if self._env is None or not self._pending:
             return
         batch = sum(len(k) + len(v) for k, v in self._pending)
         while True:
+            if self._txn is None:
+                self._replay()
+            txn, self._txn = self._txn, None
             try:
-                with self._env.begin(write=True) as txn:
-                    for key, value in self._pending:
-                        txn.put(key, value)
+                txn.commit()
                 break
             except lmdb.MapFullError:
                 self._env.set_mapsize(self._env.info()["map_size"] * 2)
@@ -179,6 +217,9 @@ class LMDBWriter:
 
     def discard(self) -> None:
         """Drop everything written; nothing appears at ``path``."""
+        if getattr(self, "_txn", None) is not None:
+            self._txn.abort()
+            self._txn = None
         if self._env is not None:
             self._env.close()
             self._env = None
