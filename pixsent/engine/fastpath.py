@@ -3,8 +3,9 @@
 Each fast path can be turned off to compare against the plain one (benchmarks, exactness tests) or to
 work around a platform problem: ``PIXSENT_CHANNELS_LAST=0``, ``PIXSENT_FAST_LRN=0``,
 ``PIXSENT_INPLACE_RELU=0``, ``PIXSENT_FAST_FC=0``,
-``PIXSENT_KEEP_HEAP=0``, ``PIXSENT_FOLD_RELU_POOL=0``, ``PIXSENT_FOLD_BN=0``; ``PIXSENT_FAST=0`` turns
-every one off. All but fold_bn give Caffe's numbers bit for bit; fold_bn differs by float32 rounding.
+``PIXSENT_KEEP_HEAP=0``, ``PIXSENT_FOLD_RELU_POOL=0``, ``PIXSENT_FOLD_BN=0``, ``PIXSENT_COLUMN_WGRAD=0``;
+``PIXSENT_FAST=0`` turns every one off. All but fold_bn and column_wgrad give the plain path's numbers bit
+for bit; those two differ by float32 rounding (another order of the same sums).
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ class FastPaths:
     backward, applied at the pooled size (nets doing whole passes only: the solver, ``caffe time``).
     fold_bn: a Convolution with an in-place global-statistics BatchNorm and Scale after it runs as one
     convolution where none of the three needs a gradient (engine/bn_fold.py).
+    column_wgrad: a learning convolution with a kernel larger than 1x1 builds its weight diff as Caffe
+    does, input columns times the top diff in GEMMs of beta 1, a few images at a time
+    (engine/layers/conv_wgrad.py), instead of oneDNN's backward-weights kernel.
     """
 
     channels_last: bool = True
@@ -51,6 +55,7 @@ class FastPaths:
     keep_heap: bool = True
     fold_relu_pool: bool = True
     fold_bn: bool = True
+    column_wgrad: bool = True
 
     @classmethod
     def from_env(cls) -> FastPaths:
@@ -64,6 +69,7 @@ class FastPaths:
             keep_heap=every and _env_flag("PIXSENT_KEEP_HEAP", True),
             fold_relu_pool=every and _env_flag("PIXSENT_FOLD_RELU_POOL", True),
             fold_bn=every and _env_flag("PIXSENT_FOLD_BN", True),
+            column_wgrad=every and _env_flag("PIXSENT_COLUMN_WGRAD", True),
         )
 
     def use_channels_last(self, x: torch.Tensor) -> bool:

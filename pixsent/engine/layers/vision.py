@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from pixsent.caffe.proto import caffe_pb2
 from pixsent.engine.fastpath import FAST
 from pixsent.engine.layers.base import Layer, Shape
+from pixsent.engine.layers.conv_wgrad import ColumnWgradConv, wants_column_wgrad
 from pixsent.engine.layers.lrn_across import lrn_across_channels
 from pixsent.engine.registry import register_layer
 from pixsent.errors import NetError
@@ -124,10 +125,15 @@ class Convolution(_ConvBase):
 
     def forward(self, bottoms: list[torch.Tensor]) -> list[torch.Tensor]:
         bias = self.blobs[1] if self.bias_term else None
-        return [
-            F.conv2d(_conv_layout(x), self.blobs[0], bias, self.stride, self.pad, self.dilation, self.group)
-            for x in bottoms
-        ]
+        weight = self.blobs[0]
+        tops = []
+        for x in bottoms:
+            x = _conv_layout(x)
+            if FAST.column_wgrad and wants_column_wgrad(x, weight, self.dilation, self.group):
+                tops.append(ColumnWgradConv.apply(x, weight, bias, self.stride, self.pad))
+            else:
+                tops.append(F.conv2d(x, weight, bias, self.stride, self.pad, self.dilation, self.group))
+        return tops
 
     def forward_with(self, bottoms: list[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor):
         """The same convolution with other weights (a BatchNorm and Scale folded in: engine.bn_fold)."""
