@@ -483,7 +483,7 @@ def derive(rows: dict[str, dict], gflop_img: float) -> None:
     for name, row in rows.items():
         if "gflop_s_best" in row or row.get("model", "caffenet") != "caffenet":
             continue
-        kind = name.split("_", 1)[1]
+        kind = name.rsplit("_", 1)[1]  # train32, time32, deploy10 ... (prefixes may hold "_")
         factor = 3 if kind.startswith(("train", "time")) else 1
         row["gflop_s"] = gflop_img * factor * row["img_per_s"]
         row["fraction_of_sgemm_peak"] = row["gflop_s"] / peak

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from google.protobuf import text_format
 
 from pixsent.caffe.proto import caffe_pb2
@@ -642,3 +643,22 @@ def test_column_path_only_where_it_pays_and_never_for_frozen_weights():
         assert not wants_column_wgrad(x8, learn, (1, 1), 1)
     frozen = _conv_stack_diffs(True, "param { lr_mult: 0 } param { lr_mult: 0 }", passes=1)
     assert not frozen["c2/0"].any() and not frozen["c2/1"].any() and frozen["c1/0"].any()
+
+
+@pytest.mark.parametrize("pad,stride", [((1, 2), (1, 1)), ((0, 0), (2, 3))])
+def test_column_weight_diff_of_a_batch_slice_reads_the_right_images(pad, stride):
+    """An input that is a view into a larger batch (a storage offset, as a Slice layer's top is) and
+    rectangular pads and strides: the columns still come from the viewed images."""
+    from pixsent.engine.layers.conv_wgrad import column_weight_grad
+
+    g = torch.Generator().manual_seed(5)
+    whole = torch.randn(7, 9, 10, 12, generator=g).contiguous(memory_format=torch.channels_last)
+    x = whole[3:6]
+    assert x.storage_offset() > 0 and x.is_contiguous(memory_format=torch.channels_last)
+    w = torch.randn(6, 9, 3, 4, generator=g)
+    dy = F.conv2d(x, w, None, stride, pad).contiguous(memory_format=torch.channels_last)
+    dy = torch.randn(dy.shape, generator=g).contiguous(memory_format=torch.channels_last)
+    args = (list(stride), list(pad), [1, 1], False, [0, 0], 1, [False, True, False])
+    exact = torch.ops.aten.convolution_backward(dy.double(), x.double(), w.double(), None, *args)[1]
+    ours = column_weight_grad(x, dy, (3, 4), stride, pad).view(6, 3, 4, 9).permute(0, 3, 1, 2)
+    assert rel(ours, exact) <= 2e-6

@@ -4,7 +4,7 @@ oneDNN's backward-weights kernel runs a 3x3 convolution with few input channels 
 at a third to a half of this machine's GEMM rate, while its forward and backward-data kernels run near it.
 Caffe computes the weight diff image by image as ``diff += top_diff[n] x col(bottom[n])^T`` (im2col, one
 GEMM of beta 1). Here the columns of a few images at a time are gathered from the channels-last input by
-kh x kw strided copies into a small (images, Ho, Wo, kh, kw, C) buffer and multiplied in one GEMM of beta 1,
+kh strided copies into a small (images, Ho, Wo, kh, kw, C) buffer and multiplied in one GEMM of beta 1,
 so the reduction runs at the GEMM's rate with a buffer of a few MB; the result is added into the weight's
 diff, as Caffe accumulates it. Forward and the bottom's gradient are oneDNN's, unchanged.
 """
@@ -41,17 +41,20 @@ def column_weight_grad(
 ) -> torch.Tensor:
     """dW as (O, kh * kw * C) in (kh, kw, C) order: sum over images of dy^T x columns, a few images per GEMM.
 
-    ``x`` and ``dy`` are N x C x H x W and N x O x Ho x Wo tensors in channels-last memory.
+    ``x`` and ``dy`` are N x C x H x W and N x O x Ho x Wo tensors in channels-last memory. In that memory
+    the kw x C inputs of one output cell and one kernel row are contiguous, so the columns are gathered by
+    kh strided copies (one per kernel row) of runs of kw * C values.
     """
     n, c, h, w = x.shape
     o, ho, wo = dy.shape[1], dy.shape[2], dy.shape[3]
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, pad
+    hp, wp = h + 2 * ph, w + 2 * pw
     x_nhwc = x.permute(0, 2, 3, 1)
     dy_rows = dy.permute(0, 2, 3, 1)
     per_image = ho * wo * kh * kw * c * x.element_size()
     chunk = max(1, min(n, COLUMN_BUDGET // max(per_image, 1)))
-    cols = x.new_empty(chunk, ho, wo, kh, kw, c)
-    padded = x.new_zeros(chunk, h + 2 * ph, w + 2 * pw, c) if (ph or pw) else None
+    cols = x.new_empty(chunk, ho, wo, kh, kw * c)
+    padded = x.new_zeros(chunk, hp, wp, c) if (ph or pw) else None
     out = x.new_zeros(o, kh * kw * c)
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
@@ -60,13 +63,12 @@ def column_weight_grad(
             padded[:m, ph : ph + h, pw : pw + w, :] = x_nhwc[start:stop]
             src = padded[:m]
         else:
-            src = x_nhwc[start:stop]
+            src = x_nhwc[start:stop]  # dense N x H x W x C memory: x is channels-last contiguous
         block = cols[:m]
+        strides = (hp * wp * c, sh * wp * c, sw * c, 1)
         for i in range(kh):
-            for j in range(kw):
-                block[:, :, :, i, j, :] = src[
-                    :, i : i + (ho - 1) * sh + 1 : sh, j : j + (wo - 1) * sw + 1 : sw, :
-                ]
+            row = src.as_strided((m, ho, wo, kw * c), strides, src.storage_offset() + i * wp * c)
+            block[:, :, :, i, :] = row
         out.addmm_(dy_rows[start:stop].reshape(-1, o).t(), block.reshape(-1, kh * kw * c))
     return out
 
