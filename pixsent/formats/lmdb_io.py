@@ -183,7 +183,7 @@ class LMDBWriter:
                 txn.commit()
                 break
             except lmdb.MapFullError:
-                self._env.set_mapsize(self._env.info()["map_size"] * 2)
+                self._grow()
             except lmdb.Error as exc:
                 self._failed(exc, batch)
         self._written_bytes += batch

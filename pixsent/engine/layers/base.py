@@ -18,6 +18,15 @@ if TYPE_CHECKING:
 Shape = tuple[int, ...]
 
 
+def accumulate_diff(param: torch.Tensor, grad: torch.Tensor) -> None:
+    """param.grad += grad, as Caffe accumulates param diffs (a contiguous copy of grad when there is none
+    yet): for the fast paths that add their parameter gradients themselves instead of returning them."""
+    if param.grad is None:
+        param.grad = grad.clone(memory_format=torch.contiguous_format)
+    else:
+        param.grad.add_(grad)
+
+
 class Layer:
     """One Caffe layer. ``setup`` creates parameters and returns top shapes; ``forward`` maps tensors.
 

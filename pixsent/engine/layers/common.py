@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from pixsent.caffe.proto import caffe_pb2
 from pixsent.engine.fastpath import FAST
-from pixsent.engine.layers.base import Layer, Shape
+from pixsent.engine.layers.base import Layer, Shape, accumulate_diff
 from pixsent.engine.registry import register_layer
 from pixsent.errors import NetError
 
@@ -62,14 +62,6 @@ class InnerProduct(Layer):
         return [y.reshape(lead + (self.num_output,))]
 
 
-def _accumulate(param: torch.Tensor, grad: torch.Tensor) -> None:
-    """param.grad += grad (param.grad created when absent), as Caffe accumulates param diffs."""
-    if param.grad is None:
-        param.grad = grad.clone()
-    else:
-        param.grad.add_(grad)
-
-
 class _InnerProductAccumulate(torch.autograd.Function):
     """y = x W^T + b whose backward adds dW = dy^T x (x^T dy with ``transpose``) and db = sum of dy
     straight into the parameters' diffs with one GEMM of beta 1, as Caffe's InnerProduct backward does;
@@ -101,7 +93,7 @@ class _InnerProductAccumulate(torch.autograd.Function):
                 else:
                     weight.grad.addmm_(dy.t(), x)
             if bias is not None and bias.requires_grad:
-                _accumulate(bias, dy.sum(0))
+                accumulate_diff(bias, dy.sum(0))
         return dx, None, None, None
 
 

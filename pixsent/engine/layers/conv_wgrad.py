@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pixsent.engine.layers.base import accumulate_diff
+
 #: bytes of columns gathered per GEMM (a few images' worth; stays in the last-level cache's neighbourhood)
 COLUMN_BUDGET = 8 << 20
 
@@ -99,15 +101,7 @@ class ColumnWgradConv(torch.autograd.Function):
         with torch.no_grad():
             o, c, kh, kw = weight.shape
             dw = column_weight_grad(x, dy, (kh, kw), stride, pad).view(o, kh, kw, c).permute(0, 3, 1, 2)
-            if weight.grad is None:
-                weight.grad = dw.contiguous()
-            else:
-                weight.grad.add_(dw)
-            bias = ctx.bias
-            if bias is not None and bias.requires_grad:
-                db = dy.sum((0, 2, 3))
-                if bias.grad is None:
-                    bias.grad = db
-                else:
-                    bias.grad.add_(db)
+            accumulate_diff(weight, dw)
+            if ctx.bias is not None and ctx.bias.requires_grad:
+                accumulate_diff(ctx.bias, dy.sum((0, 2, 3)))
         return dx, None, None, None, None
