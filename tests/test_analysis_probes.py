@@ -194,6 +194,51 @@ def test_npy_row_writer_counts_rows(tmp_path):
         short.close()
 
 
+def test_feature_cache_refuses_a_disk_too_small_before_writing(tmp_path, monkeypatch):
+    """The cache's size is known after the first batch; a disk that cannot hold it stops the run there."""
+    import shutil
+
+    paths = []
+    for i in range(3):
+        p = tmp_path / f"{i}.png"
+        cv2.imwrite(str(p), np.full((30, 40, 3), 9 * i, np.uint8))
+        paths.append(p)
+    cfg = features.CropConfig(resize=32, crop=28, mean=np.zeros((3, 32, 32), np.float32))
+    calls = []
+
+    def forward(x):
+        calls.append(len(x))
+        return {"a": x, "b": x[:, :1]}
+
+    need = 4 * 3 * (3 * 28 * 28 + 28 * 28)
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage._replace(free=need - 1))
+    with pytest.raises(DataError, match=r"c: the features need 0\.0 GiB and the disk has 0\.0 GiB free"):
+        features.extract(forward, paths, ["a", "b"], tmp_path / "c", cfg, batch=2, progress=False)
+    assert calls == [2] and not list((tmp_path / "c").iterdir())
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage._replace(free=need))
+    cache = features.extract(forward, paths, ["a", "b"], tmp_path / "c", cfg, batch=2, progress=False)
+    assert cache["b"].shape == (3, 28 * 28)
+
+
+def test_npy_row_writer_names_its_file_when_the_disk_is_full(tmp_path):
+    import errno
+
+    class Full:
+        def write(self, _b):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self):
+            pass
+
+    w = features.NpyRowWriter(tmp_path / "a.npy", 2, 2)
+    w.file.close()
+    w.file = Full()
+    with pytest.raises(OSError, match="No space left on device") as info:
+        w.write(np.zeros((1, 2)))
+    assert info.value.filename == str(tmp_path / "a.npy") and info.value.errno == errno.ENOSPC
+
+
 def test_table3_names_resolve_to_deploy_blobs():
     blobs = ["data", "conv1", "fc7", "fc8_twitter", "prob"]
     assert features.resolve_blobs(["conv1", "fc8"], blobs, "d.prototxt") == {

@@ -106,7 +106,10 @@ class NpyRowWriter:
         block = np.ascontiguousarray(block, dtype="<f4").reshape(len(block), self.d)
         if self.rows + len(block) > self.n:
             raise DataError(f"{self.path}: more than {self.n} rows written")
-        self.file.write(memoryview(block).cast("B"))
+        try:
+            self.file.write(memoryview(block).cast("B"))
+        except OSError as exc:  # a full disk says nothing of which file: name it
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
         self.rows += len(block)
 
     def close(self) -> None:
@@ -114,6 +117,18 @@ class NpyRowWriter:
         self.file.close()
         if self.rows != self.n:
             raise DataError(f"{self.path}: {self.rows} rows written, {self.n} expected")
+
+
+def check_space(folder: Path, need: int) -> None:
+    """Refuse to start a cache that the disk cannot hold, before minutes of extraction are spent on it."""
+    import shutil
+
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise DataError(
+            f"{folder}: the features need {need / 2**30:.1f} GiB and the disk has {free / 2**30:.1f} GiB "
+            "free (give --cache on a larger disk, or fewer --layers)"
+        )
 
 
 def npy_name(layer: str) -> str:
@@ -171,11 +186,14 @@ def extract(
                 for layer in layers:
                     if layer not in outs:
                         raise DataError(f"blob {layer!r} is not produced by the net")
-                    out = np.asarray(outs[layer], dtype=np.float32).reshape(len(paths), -1)
-                    if layer not in writers:
+                    if layer not in shapes:
                         shapes[layer] = tuple(int(d) for d in np.shape(outs[layer])[1:])
+                if not writers:  # the first batch gives every layer's width: the whole cache's size
+                    check_space(folder, 4 * len(images) * sum(math.prod(shapes[k]) for k in layers))
+                    for layer in layers:
                         writers[layer] = NpyRowWriter(tmp[layer], len(images), math.prod(shapes[layer]))
-                    writers[layer].write(out)
+                for layer in layers:
+                    writers[layer].write(np.asarray(outs[layer], dtype=np.float32).reshape(len(paths), -1))
                 bar.update(len(paths))
         for layer in layers:
             writers.pop(layer).close()
