@@ -15,6 +15,13 @@ class NetError(PixsentError):
     """A network definition cannot be built or weights do not fit it."""
 
 
+class DivergedError(NetError):
+    """The training loss became NaN or infinite. A training process stops with ``exit_status`` so that the
+    workflow running it can tell a diverged configuration from a broken one."""
+
+    exit_status = 3
+
+
 class DataError(PixsentError):
     """Input data (image lists, images, split files) is missing or malformed."""
 

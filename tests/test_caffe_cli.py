@@ -166,3 +166,24 @@ def test_time_phase_test_times_the_test_net(golden, monkeypatch, capfd):
     assert rc == 0 and "accuracy\tforward:" not in err
     assert main(["caffe", "time", "-model", "net.prototxt", "-phase", "VAL"]) == 1
     assert 'phase must be "TRAIN" or "TEST"' in capfd.readouterr().err
+
+
+def test_a_diverging_training_exits_with_its_own_status(tmp_path, monkeypatch, capsys):
+    """A NaN/inf loss stops `caffe train` with one line and status 3 (a broken input gives 1), so that the
+    fold workflow and `pixsent select` can tell a diverged configuration from a failure."""
+    monkeypatch.chdir(tmp_path)
+    Path("net.prototxt").write_text(
+        'layer { name: "d" type: "DummyData" top: "x" top: "y" dummy_data_param {\n'
+        "  shape { dim: 4 dim: 3 } shape { dim: 4 dim: 1 }\n"
+        '  data_filler { type: "gaussian" std: 100 } data_filler { type: "constant" value: 1 } } }\n'
+        'layer { name: "ip" type: "InnerProduct" bottom: "x" top: "p"\n'
+        '  inner_product_param { num_output: 1 weight_filler { type: "gaussian" std: 1 } } }\n'
+        'layer { name: "loss" type: "EuclideanLoss" bottom: "p" bottom: "y" top: "loss" }\n'
+    )
+    Path("s.prototxt").write_text(
+        'net: "net.prototxt" base_lr: 1e30 lr_policy: "fixed" max_iter: 50 display: 1\n'
+        "snapshot_after_train: false solver_mode: CPU\n"
+    )
+    assert main(["caffe", "train", "-solver", "s.prototxt"]) == 3
+    err = capsys.readouterr().err
+    assert "pixsent caffe: error: s.prototxt: training loss is" in err and "at iteration" in err

@@ -64,3 +64,65 @@ def test_select_trains_on_inner_splits_and_never_reads_the_test_fold(tmp_path):
         assert inner.isdisjoint(outer_test)
     for run in (tmp_path / "sel" / "runs").rglob("test.txt"):
         assert {e.path for e in read_image_list(run)}.isdisjoint(outer_test)
+
+
+def _fake_folds(monkeypatch, tmp_path, diverging):
+    """select() on stubbed folds: inner accuracy by variant, DivergedError for those in ``diverging``."""
+    import pixsent.workflow.selection as selection
+    from pixsent.errors import DivergedError
+
+    outer = _list(tmp_path / "outer_train.txt", [1] * 12 + [0] * 8)
+    monkeypatch.setattr(selection, "find_split_files", lambda cfg: (outer, tmp_path / "never_read.txt"))
+    accuracy = {"a": 0.70, "b": 0.80, "c": 0.75}
+    trained = []
+
+    def run_fold(cfg):
+        trained.append((cfg.variant, cfg.fold))
+        if cfg.variant in diverging:
+            raise DivergedError(f"{cfg.variant}/train.log: training diverged: loss is nan at iteration 17")
+        return {"accuracy_center": accuracy[cfg.variant] - 0.01, "accuracy_oversample": accuracy[cfg.variant]}
+
+    monkeypatch.setattr(selection, "run_fold", run_fold)
+    return trained
+
+
+def test_a_diverged_candidate_is_recorded_and_the_others_still_compete(tmp_path, monkeypatch):
+    from pixsent.workflow.pipeline import FoldConfig
+
+    trained = _fake_folds(monkeypatch, tmp_path, diverging={"b"})
+    result = select(FoldConfig(), [Candidate("a"), Candidate("b"), Candidate("c")], [1, 2], tmp_path / "sel")
+    assert result["chosen"] == "c" and result["diverged"] == ["b"]
+    assert result["mean_inner_accuracy_oversample"] == {"a": 0.70, "b": None, "c": 0.75}
+    assert "iteration 17" in result["inner_accuracy"]["b"]["1"]["diverged"]
+    assert ("b", 2) not in trained and ("c", 2) in trained  # a diverged candidate's other folds are skipped
+    written = json.loads((tmp_path / "sel" / "selection.json").read_text())
+    assert written["chosen"] == "c" and written["mean_inner_accuracy_oversample"]["b"] is None
+
+
+def test_select_fails_clearly_when_every_candidate_diverges(tmp_path, monkeypatch):
+    from pixsent.errors import NetError
+    from pixsent.workflow.pipeline import FoldConfig
+
+    _fake_folds(monkeypatch, tmp_path, diverging={"a", "b"})
+    with pytest.raises(NetError, match=r"every candidate diverged \(a, b\)"):
+        select(FoldConfig(), [Candidate("a"), Candidate("b")], [1], tmp_path / "sel")
+    assert not (tmp_path / "sel" / "selection.json").exists()
+
+
+@pytest.mark.parametrize(("status", "diverged"), [(3, True), (1, False)])
+def test_a_trainer_exiting_with_the_divergence_status_raises_diverged(tmp_path, status, diverged):
+    """The fold workflow tells a diverged training (the trainer's exit status 3) from a broken one."""
+    import sys
+
+    from pixsent.errors import DivergedError, NetError
+    from pixsent.workflow.pipeline import FoldConfig, _run_logged
+    from pixsent.workflow.runs import RunPaths
+
+    run = RunPaths(tmp_path, "five", "fc8_twitter", "x", 1)
+    run.dir.mkdir(parents=True)
+    said = "pixsent caffe: error: solver.prototxt: training loss is nan at iteration 17"
+    cmd = [sys.executable, "-c", f"import sys; print({said!r}); sys.exit({status})"]
+    with pytest.raises(NetError, match="iteration 17") as info:
+        _run_logged(cmd, run, {}, FoldConfig(echo=False))
+    assert isinstance(info.value, DivergedError) is diverged
+    assert said in run.log.read_text()

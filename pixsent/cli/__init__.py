@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if isinstance(exc, PixsentError | UserError | FileNotFoundError):
             print(f"pixsent {args.command}: error: {exc}", file=sys.stderr)
-            return 1
+            return getattr(exc, "exit_status", 1)
         if isinstance(exc, OSError) and exc.filename is not None:
             print(f"pixsent {args.command}: error: {os_error_message(exc)}", file=sys.stderr)
             return 1

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from pixsent.errors import DataError, NetError
+from pixsent.errors import DataError, DivergedError, NetError
 from pixsent.workflow import evaluate as ev
 from pixsent.workflow.runs import (
     RunPaths,
@@ -522,6 +522,8 @@ def _run_logged(cmd: list[str], run: RunPaths, env: dict[str, str], cfg: FoldCon
             raise
     if rc != 0:
         said = f": {error}" if error else "; see the log"
+        if rc == DivergedError.exit_status and cfg.engine == "pixsent":  # Caffe itself trains on through NaN
+            raise DivergedError(f"{run.log}: training diverged{said}")
         raise NetError(f"{run.log}: training exited with status {rc}{said}")
 
 

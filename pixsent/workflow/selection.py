@@ -5,7 +5,8 @@ inner-validation lists, written as the split files ``<root>/<subset>_agrees/test
 unchanged fold workflow then trains each candidate on inner-train and evaluates it on the inner validation
 images. The outer fold's test list is never read, so a configuration chosen here can be reported on the
 outer test folds without having seen them. Candidates are variants (and recipe settings) of one recipe;
-the choice is the best mean inner-validation accuracy (10-crop, ties to the earlier candidate).
+the choice is the best mean inner-validation accuracy (10-crop, ties to the earlier candidate). A candidate
+whose training diverges (NaN or infinite loss) is recorded as such and cannot be chosen; the others go on.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from pixsent.data.imagelist import read_image_list
-from pixsent.errors import DataError
+from pixsent.errors import DataError, DivergedError, NetError
 from pixsent.formats.atomic import atomic_write_text
 from pixsent.workflow.pipeline import FoldConfig, find_split_files, run_fold, say
 from pixsent.workflow.runs import write_json
@@ -89,14 +90,19 @@ def select(
                 runs=root / "runs",
                 lmdb_root=root / "lmdb",
             )
-            metrics = run_fold(fcfg)
+            try:
+                metrics = run_fold(fcfg)
+            except DivergedError as exc:
+                say(f"{cand.label} fold {k}: diverged, not a candidate any more ({exc})")
+                per_fold[str(k)] = {"diverged": str(exc)}
+                break
             per_fold[str(k)] = {m: metrics[f"accuracy_{m}"] for m in ("center", "oversample")}
         table[cand.label] = per_fold
-    means = {
-        label: float(np.mean([v["oversample"] for v in per_fold.values()]))
-        for label, per_fold in table.items()
-    }
-    chosen = max(means, key=lambda label: (means[label], -list(means).index(label)))
+    means = {label: _mean_oversample(per_fold) for label, per_fold in table.items()}
+    finished = [label for label, mean in means.items() if mean is not None]
+    if not finished:
+        raise NetError(f"select: every candidate diverged ({', '.join(means)}); see {root / 'runs'}")
+    chosen = max(finished, key=lambda label: (means[label], -list(means).index(label)))
     result = {
         "what": "inner validation of the training folds only (outer test folds never read)",
         "subset": cfg.subset,
@@ -108,6 +114,16 @@ def select(
         "mean_inner_accuracy_oversample": means,
         "chosen": chosen,
     }
+    diverged = [label for label in means if means[label] is None]
+    if diverged:
+        result["diverged"] = diverged
     write_json(root / "selection.json", result)
     say(f"selection on inner splits of folds {folds}: " + json.dumps(means) + f" -> {chosen}")
     return result
+
+
+def _mean_oversample(per_fold: dict[str, dict]) -> float | None:
+    """A candidate's mean 10-crop inner accuracy, or None when one of its folds diverged."""
+    if any("diverged" in v for v in per_fold.values()):
+        return None
+    return float(np.mean([v["oversample"] for v in per_fold.values()]))
