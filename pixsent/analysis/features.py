@@ -186,10 +186,9 @@ def extract(
                 for layer in layers:
                     if layer not in outs:
                         raise DataError(f"blob {layer!r} is not produced by the net")
-                    if layer not in shapes:
-                        shapes[layer] = tuple(int(d) for d in np.shape(outs[layer])[1:])
                 if not writers:  # the first batch gives every layer's width: the whole cache's size
-                    check_space(folder, 4 * len(images) * sum(math.prod(shapes[k]) for k in layers))
+                    shapes = {layer: tuple(int(d) for d in np.shape(outs[layer])[1:]) for layer in layers}
+                    check_space(folder, 4 * len(images) * sum(math.prod(shape) for shape in shapes.values()))
                     for layer in layers:
                         writers[layer] = NpyRowWriter(tmp[layer], len(images), math.prod(shapes[layer]))
                 for layer in layers:

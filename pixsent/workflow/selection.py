@@ -99,9 +99,10 @@ def select(
             per_fold[str(k)] = {m: metrics[f"accuracy_{m}"] for m in ("center", "oversample")}
         table[cand.label] = per_fold
     means = {label: _mean_oversample(per_fold) for label, per_fold in table.items()}
-    finished = [label for label, mean in means.items() if mean is not None]
-    if not finished:
+    diverged = [label for label, mean in means.items() if mean is None]
+    if len(diverged) == len(means):
         raise NetError(f"select: every candidate diverged ({', '.join(means)}); see {root / 'runs'}")
+    finished = [label for label in means if label not in diverged]
     chosen = max(finished, key=lambda label: (means[label], -list(means).index(label)))
     result = {
         "what": "inner validation of the training folds only (outer test folds never read)",
@@ -114,7 +115,6 @@ def select(
         "mean_inner_accuracy_oversample": means,
         "chosen": chosen,
     }
-    diverged = [label for label in means if means[label] is None]
     if diverged:
         result["diverged"] = diverged
     write_json(root / "selection.json", result)

@@ -38,7 +38,7 @@ from pixsent.engine.solvers.fused import UpdatePlan, build_plan, plan_key, run_u
 from pixsent.engine.solvers.lr_policy import LrState, learning_rate
 from pixsent.engine.solvers.signals import Action
 from pixsent.engine.solvers.updates import make_update
-from pixsent.errors import DivergedError, PixsentError  # DivergedError: also imported from here
+from pixsent.errors import DivergedError, PixsentError
 from pixsent.formats.origin import naming
 
 F32 = np.float32
