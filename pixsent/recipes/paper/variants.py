@@ -171,7 +171,10 @@ BASE_LR: dict[str, float] = {"fc6-2": 0.0001}
 # paper's fc9_twitter keeps CaffeNet's fc8. `pixsent select` chooses among them on inner validation splits
 # of the training folds only. The -frozen and -top heads train less of the net (the new classifier alone, or
 # with the backbone's last stage, the registry's ``top_stage``): a step costs little more than a forward pass,
-# and a small dataset moves fewer of the ImageNet weights.
+# and a small dataset moves fewer of the ImageNet weights. -frozen-lr1 and -frozen-lr0.1 are -frozen at lower
+# rates for the new layer: one SGD step moves a logit by about rate x |x|^2, and SqueezeNet's pooled fire9
+# features have a norm near 370 (the training images of five-agree fold 1's inner split), so at the paper's
+# 10x rate (0.01) the first steps move the logits by hundreds.
 BACKBONE_HEADS: dict[str, dict[str, object]] = {
     "fc8_twitter": {},
     "fc8_twitter-norelu": {"classifier_relu": False},
@@ -179,6 +182,12 @@ BACKBONE_HEADS: dict[str, dict[str, object]] = {
     "fc9_twitter": {"append": True},
     "fc8_twitter-frozen": {"classifier_relu": False, "train_from": "@classifier"},
     "fc8_twitter-top": {"classifier_relu": False, "train_from": "@top_stage"},
+    "fc8_twitter-frozen-lr1": {"classifier_relu": False, "train_from": "@classifier", "lr_mult": (1.0, 2.0)},
+    "fc8_twitter-frozen-lr0.1": {
+        "classifier_relu": False,
+        "train_from": "@classifier",
+        "lr_mult": (0.1, 0.2),
+    },
 }
 BACKBONE_VARIANTS: tuple[str, ...] = tuple(BACKBONE_HEADS)
 VARIANTS: tuple[str, ...] = tuple(HEADS)
