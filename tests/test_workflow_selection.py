@@ -126,3 +126,36 @@ def test_a_trainer_exiting_with_the_divergence_status_raises_diverged(tmp_path, 
         _run_logged(cmd, run, {}, FoldConfig(echo=False))
     assert isinstance(info.value, DivergedError) is diverged
     assert said in run.log.read_text()
+
+
+def test_a_diverged_training_is_remembered_until_its_inputs_change(tmp_path, monkeypatch):
+    """A restarted `select` does not retrain a candidate that diverged with the same solver, net and weights:
+    the fold's train step raises DivergedError at once; another solver trains again."""
+    from pixsent.errors import DivergedError
+    from pixsent.workflow import pipeline
+    from pixsent.workflow.pipeline import FoldConfig, step_train
+    from pixsent.workflow.runs import RunPaths
+
+    run = RunPaths(tmp_path, "five", "fc8_twitter-norelu", "squeezenet-dc", 1)
+    run.dir.mkdir(parents=True)
+    run.solver.write_text('net: "train_val.prototxt"\nmax_iter: 20\n')
+    run.train_val.write_text('name: "x"\n')
+    weights = tmp_path / "init.caffemodel"
+    weights.write_bytes(b"")
+    calls = []
+
+    def diverging(cmd, run_, env, cfg):
+        calls.append(cmd)
+        raise DivergedError(f"{run_.log}: training diverged: loss is nan at iteration 17")
+
+    monkeypatch.setattr(pipeline, "_run_logged", diverging)
+    cfg = FoldConfig(weights=weights, echo=False)
+    for _ in range(2):
+        with pytest.raises(DivergedError, match="iteration 17"):
+            step_train(cfg, run)
+    assert len(calls) == 1
+    assert "diverged.json" in str(pytest.raises(DivergedError, step_train, cfg, run).value)
+    run.solver.write_text('net: "train_val.prototxt"\nmax_iter: 20\nbase_lr: 0.0001\n')
+    with pytest.raises(DivergedError):
+        step_train(cfg, run)
+    assert len(calls) == 2

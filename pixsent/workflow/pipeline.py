@@ -443,6 +443,11 @@ def step_train(cfg: FoldConfig, run: RunPaths) -> str:
     }
     if is_done(run, "train", inputs) and final.exists():
         return "cached"
+    if is_done(run, "diverged", inputs):  # the same solver, net and weights diverge again: say so at once
+        said = read_stamp(run, "diverged").info.get("error", "")
+        raise DivergedError(
+            f"{said} (recorded in {run.stamps / 'diverged.json'}; delete it to train these inputs again)"
+        )
     if final.exists() and run.newest_solverstate() is not None:
         if read_stamp(run, "train") is None:  # finished before stamps existed (or the stamp was lost): adopt
             mark_done(run, "train", inputs, [final], **info)
@@ -462,7 +467,11 @@ def step_train(cfg: FoldConfig, run: RunPaths) -> str:
     )
     if cfg.engine == "caffe":
         env["ENGINE"] = "caffe"
-    _run_logged(cmd, run, env, cfg)
+    try:
+        _run_logged(cmd, run, env, cfg)
+    except DivergedError as exc:
+        mark_done(run, "diverged", inputs, [], error=str(exc))
+        raise
     if not final.exists():
         raise NetError(f"{run.log}: training ended without {final.name}; see the log")
     mark_done(run, "train", inputs, [final], **info)
