@@ -154,6 +154,12 @@ def test_backbone_adaptations_differ_from_the_paper_head_only_where_they_say(squ
     assert [p.lr_mult for p in nets["fc8_twitter-norelu"]["conv_final_twitter"].param] == [10, 20]
     assert [p.lr_mult for p in nets["fc8_twitter-norelu-lr1"]["conv_final_twitter"].param] == [1, 2]
     assert set(nets["fc8_twitter"]) - {"relu_conv_final"} == set(nets["fc8_twitter-norelu-lr1"])
+    # the frozen heads at lower rates differ from -frozen only in the new layer's lr_mult
+    for variant, rates in (("fc8_twitter-frozen-lr1", [1, 2]), ("fc8_twitter-frozen-lr0.1", [0.1, 0.2])):
+        assert [p.lr_mult for p in nets[variant]["conv_final_twitter"].param] == pytest.approx(rates)
+        for name, lay in nets["fc8_twitter-frozen"].items():
+            if name != "conv_final_twitter":
+                assert lay == nets[variant][name], name
 
 
 def test_fc9_twitter_for_squeezenet_keeps_the_classifier_and_adds_a_layer_on_its_pooled_scores(
