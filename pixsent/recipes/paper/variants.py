@@ -175,19 +175,16 @@ BASE_LR: dict[str, float] = {"fc6-2": 0.0001}
 # rates for the new layer: one SGD step moves a logit by about rate x |x|^2, and SqueezeNet's pooled fire9
 # features have a norm near 370 (the training images of five-agree fold 1's inner split), so at the paper's
 # 10x rate (0.01) the first steps move the logits by hundreds.
+_FROZEN: dict[str, object] = {"classifier_relu": False, "train_from": "@classifier"}
 BACKBONE_HEADS: dict[str, dict[str, object]] = {
     "fc8_twitter": {},
     "fc8_twitter-norelu": {"classifier_relu": False},
     "fc8_twitter-norelu-lr1": {"classifier_relu": False, "lr_mult": (1.0, 2.0)},
     "fc9_twitter": {"append": True},
-    "fc8_twitter-frozen": {"classifier_relu": False, "train_from": "@classifier"},
+    "fc8_twitter-frozen": _FROZEN,
     "fc8_twitter-top": {"classifier_relu": False, "train_from": "@top_stage"},
-    "fc8_twitter-frozen-lr1": {"classifier_relu": False, "train_from": "@classifier", "lr_mult": (1.0, 2.0)},
-    "fc8_twitter-frozen-lr0.1": {
-        "classifier_relu": False,
-        "train_from": "@classifier",
-        "lr_mult": (0.1, 0.2),
-    },
+    "fc8_twitter-frozen-lr1": {**_FROZEN, "lr_mult": (1.0, 2.0)},
+    "fc8_twitter-frozen-lr0.1": {**_FROZEN, "lr_mult": (0.1, 0.2)},
 }
 BACKBONE_VARIANTS: tuple[str, ...] = tuple(BACKBONE_HEADS)
 VARIANTS: tuple[str, ...] = tuple(HEADS)
